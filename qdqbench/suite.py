@@ -1,0 +1,421 @@
+"""Suite files: YAML → validated ``Suite`` → ``expand()`` → the cells of the matrix.
+
+A suite is data (``yaml.safe_load``; no tags that execute code), validated by pydantic with errors
+that name the file, the key and, where useful, "did you mean". Validation checks references
+between sections (a model's tasks must be defined, a backend must be known) and never touches
+the network or imports torch, so ``qdqbench ls`` and ``validate`` stay fast.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from qdqbench.errors import SuiteError, did_you_mean
+
+BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
+GROUPS = ("linear", "matmul", "residual")
+CALIBRATION_METHODS = ("max", "entropy", "percentile", "mse")
+TASK_KINDS = ("glue", "embedding-fidelity")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Strict):
+    """Where a model's weights come from (exactly one of hub, path, package) and its tasks."""
+
+    hub: str | None = None
+    revision: str | None = None
+    path: str | None = None
+    package: str | None = None
+    tasks: list[str] = Field(min_length=1)
+    max_length: int = Field(128, ge=8, le=4096)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ModelSpec":
+        given = [k for k in ("hub", "path", "package") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of hub, path, package (got {', '.join(given) or 'none'})")
+        return self
+
+    @property
+    def source(self) -> tuple[str, str]:
+        """(kind, reference): ('hub', id) | ('path', dir) | ('package', name)."""
+        for k in ("hub", "path", "package"):
+            if getattr(self, k):
+                return k, getattr(self, k)
+        raise AssertionError("unreachable: validated to have one source")
+
+
+class TaskSpec(_Strict):
+    """A task: GLUE-style classification/regression, or the offline embedding-fidelity task."""
+
+    kind: Literal["glue", "embedding-fidelity"] = "glue"
+    name: str | None = None  # registry name; defaults to the suite key
+    data_dir: str | None = None  # GLUE layout folder (glue_data/<TASK>/...); None: the Hub
+    eval_limit: int | None = Field(None, ge=1)  # score only the first N dev examples (smoke runs)
+    eval_batch_size: int = Field(32, ge=1)
+    # embedding-fidelity: texts from Python's own documentation (pydoc_data.topics), offline.
+    texts: int = Field(256, ge=8)
+
+
+class CalibrationSpec(_Strict):
+    """How activation ranges are calibrated."""
+
+    method: Literal["max", "entropy", "percentile", "mse"] = "max"
+    percentile: float = Field(99.99, gt=0, le=100)
+    samples: int = Field(128, ge=1)
+    batch_size: int = Field(16, ge=1)
+    num_bins: int = Field(2048, ge=128)
+    seed: int = 0
+
+
+class SchemeSpec(_Strict):
+    """fp32 (the baseline) or a QDQBERT variant: bits, groups, weights, calibration, skips."""
+
+    kind: Literal["fp32", "qdq"] = "qdq"
+    bits: int = Field(8, ge=4, le=8)
+    groups: list[Literal["linear", "matmul", "residual"]] = Field(default_factory=lambda: list(GROUPS))
+    weights: Literal["per-channel", "per-tensor"] = "per-channel"
+    calibration: CalibrationSpec = Field(default_factory=CalibrationSpec)
+    skip: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _qdq_needs_groups(self) -> "SchemeSpec":
+        if self.kind == "qdq" and not self.groups:
+            raise ValueError("a qdq scheme needs at least one group (linear, matmul, residual)")
+        return self
+
+
+class ShapesSpec(_Strict):
+    """Timed input shapes: every batch size × every sequence length."""
+
+    batch: list[int] = Field(default_factory=lambda: [1, 8])
+    seq: list[int] = Field(default_factory=lambda: [128])
+
+    @field_validator("batch", "seq")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if not v or any(x < 1 for x in v):
+            raise ValueError("must be a non-empty list of positive integers")
+        return v
+
+
+class AccuracySpec(_Strict):
+    """The accuracy bound: relative (int8 ≥ (1−bound)·fp32) or absolute (points of the metric)."""
+
+    bound: float = Field(0.01, ge=0)
+    mode: Literal["relative", "absolute"] = "relative"
+    bootstrap: int = Field(1000, ge=0)  # resamples for confidence intervals; 0 disables them
+
+
+class TimingSpec(_Strict):
+    """How latency is measured (each engine in its own process)."""
+
+    threads: int | None = Field(None, ge=1)
+    warmup_s: float = Field(1.0, ge=0)
+    warmup_iters: int = Field(10, ge=0)
+    min_iters: int = Field(50, ge=1)
+    min_duration_s: float = Field(3.0, ge=0)
+    max_duration_s: float = Field(60.0, gt=0)
+
+
+class OutputSpec(_Strict):
+    """Where run folders go."""
+
+    dir: str = "reports"
+    formats: list[Literal["html", "md", "csv"]] = Field(default_factory=lambda: ["html", "md", "csv"])
+
+
+class Suite(_Strict):
+    """A validated suite: the model × task × scheme × backend × shape matrix and its settings."""
+
+    name: str
+    description: str = ""
+    models: dict[str, ModelSpec] = Field(min_length=1)
+    tasks: dict[str, TaskSpec] = Field(min_length=1)
+    schemes: dict[str, SchemeSpec] = Field(min_length=1)
+    backends: list[Literal["torch", "onnxruntime", "openvino", "tensorrt"]] = Field(
+        default_factory=lambda: ["torch", "onnxruntime"]
+    )
+    shapes: ShapesSpec = Field(default_factory=ShapesSpec)
+    accuracy: AccuracySpec = Field(default_factory=AccuracySpec)
+    timing: TimingSpec = Field(default_factory=TimingSpec)
+    output: OutputSpec = Field(default_factory=OutputSpec)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _references(self) -> "Suite":
+        problems = []
+        for mname, m in self.models.items():
+            for t in m.tasks:
+                if t not in self.tasks:
+                    problems.append(
+                        f"models.{mname}.tasks: task '{t}' is not defined in tasks{did_you_mean(t, self.tasks)}"
+                    )
+        fp32 = [k for k, s in self.schemes.items() if s.kind == "fp32"]
+        if len(fp32) != 1:
+            problems.append(f"schemes: exactly one scheme of kind fp32 is needed as the baseline (found {len(fp32)})")
+        if "torch" not in self.backends:
+            problems.append("backends: 'torch' is needed (it is the accuracy reference)")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def baseline_scheme(self) -> str:
+        """The name of the fp32 scheme."""
+        return next(k for k, s in self.schemes.items() if s.kind == "fp32")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work and one result record; ``id`` is stable across runs of the same suite."""
+
+    model: str
+    task: str
+    scheme: str
+    backend: str
+    kind: str  # accuracy | fidelity | latency | export
+    batch: int | None = None
+    seq: int | None = None
+
+    @property
+    def id(self) -> str:
+        """e.g. ``minilm/sst2/int8-max/onnxruntime/latency/b8s128``."""
+        parts = [self.model, self.task, self.scheme, self.backend, self.kind]
+        if self.batch is not None:
+            parts.append(f"b{self.batch}s{self.seq}")
+        return "/".join(parts)
+
+
+def expand(suite: Suite) -> list[Cell]:
+    """All cells in run order: per model × task, each scheme's accuracy, export, engines, timing."""
+    cells: list[Cell] = []
+    engines = [b for b in suite.backends if b != "torch"]
+    for mname, m in suite.models.items():
+        for tname in m.tasks:
+            task = suite.tasks[tname]
+            score_kind = "fidelity" if task.kind == "embedding-fidelity" else "accuracy"
+            # The baseline first, so every quantized scheme has its fp32 reference to compare with.
+            order = [suite.baseline_scheme] + [s for s in suite.schemes if s != suite.baseline_scheme]
+            for sname in order:
+                scheme = suite.schemes[sname]
+                if score_kind == "accuracy" or scheme.kind != "fp32":
+                    cells.append(Cell(mname, tname, sname, "torch", score_kind))
+                if not engines:
+                    continue
+                cells.append(Cell(mname, tname, sname, "onnx", "export"))
+                for b in engines:
+                    # fp32 on an engine is scored too: it checks the export against torch.
+                    cells.append(Cell(mname, tname, sname, b, score_kind))
+                    for batch in suite.shapes.batch:
+                        for seq in suite.shapes.seq:
+                            cells.append(Cell(mname, tname, sname, b, "latency", batch, seq))
+    return cells
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _format_loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _known_keys(model: type[BaseModel]) -> tuple[str, ...]:
+    return tuple(model.model_fields)
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model that owns the last key of ``loc`` (for did-you-mean on unknown keys)."""
+    cur: Any = Suite
+    i = 0
+    while i < len(loc) - 1:
+        key = loc[i]
+        if not (isinstance(cur, type) and issubclass(cur, BaseModel)):
+            return None
+        field = cur.model_fields.get(str(key))
+        if field is None:
+            return None
+        ann = field.annotation
+        nxt = {"models": ModelSpec, "tasks": TaskSpec, "schemes": SchemeSpec}.get(str(key)) if cur is Suite else None
+        if nxt is not None:
+            cur, i = nxt, i + 2  # skip the user's dict key
+            continue
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            cur = ann
+        else:
+            return None
+        i += 1
+    return cur if isinstance(cur, type) and issubclass(cur, BaseModel) else None
+
+
+def _messages(exc: ValidationError, where: str) -> list[str]:
+    out = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        key = _format_loc(loc)
+        if err["type"] == "extra_forbidden":
+            owner = _model_at(loc)
+            hint = did_you_mean(str(loc[-1]), _known_keys(owner)) if owner else ""
+            out.append(f"{where}: {key}: unknown key{hint}")
+            continue
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        if err["type"] == "literal_error":
+            msg = f"{msg}, got {err.get('input')!r}{_literal_hint(err)}"
+        if key:
+            out.append(f"{where}: {key}: {msg}")
+        else:
+            out.extend(f"{where}: {m}" for m in msg.split("; "))
+    return out
+
+
+def _literal_hint(err: dict) -> str:
+    expected = err.get("ctx", {}).get("expected", "")
+    choices = [c.strip().strip("'") for c in expected.replace(" or ", ",").split(",") if c.strip()]
+    return did_you_mean(str(err.get("input")), choices)
+
+
+class SuiteValidationError(SuiteError):
+    """Every problem of a suite file, one line each."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def parse_suite(data: Any, where: str = "<suite>") -> Suite:
+    """Validate a loaded mapping into a Suite; SuiteValidationError lists every problem."""
+    if not isinstance(data, dict):
+        raise SuiteValidationError([f"{where}: the top level must be a mapping, got {type(data).__name__}"])
+    try:
+        return Suite.model_validate(data)
+    except ValidationError as exc:
+        raise SuiteValidationError(_messages(exc, where)) from None
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    """Read a suite file as plain data; one clear line for a missing file or bad YAML."""
+    path = Path(path)
+    if not path.is_file():
+        raise SuiteError(f"{path}: suite file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SuiteError(f"{path}: malformed YAML{at}: {problem}") from None
+    if data is None:
+        raise SuiteError(f"{path}: the file is empty")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], sets: list[str], where: str = "--set") -> dict[str, Any]:
+    """Apply ``key.path=value`` overrides (value parsed as YAML) to a copy of the suite data."""
+    data = copy.deepcopy(data)
+    for item in sets:
+        if "=" not in item:
+            raise SuiteError(f"{where} '{item}': expected KEY.PATH=VALUE")
+        key, raw = item.split("=", 1)
+        parts = [p for p in key.strip().split(".")]
+        if not key.strip() or any(not p for p in parts):
+            raise SuiteError(f"{where} '{item}': empty key")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            raise SuiteError(f"{where} '{item}': value is not valid YAML") from None
+        cur: Any = data
+        for i, p in enumerate(parts[:-1]):
+            if not isinstance(cur, dict):
+                raise SuiteError(f"{where} '{item}': '{'.'.join(parts[:i])}' is not a mapping")
+            if p not in cur:
+                if i == 1 and parts[0] in ("models", "tasks", "schemes"):
+                    kind = parts[0][:-1]
+                    raise SuiteError(f"{where} '{item}': no {kind} '{p}'{did_you_mean(p, list(cur))}")
+                # A nested setting left to its defaults in the file (schemes.x.calibration.samples
+                # without a calibration block): create the mapping; validation still rejects
+                # unknown keys.
+                cur[p] = {}
+            nxt = cur[p]
+            if not isinstance(nxt, dict):
+                raise SuiteError(f"{where} '{item}': '{'.'.join(parts[: i + 1])}' is not a mapping")
+            cur = nxt
+        cur[parts[-1]] = value
+    return data
+
+
+def load_suite(path: Path, sets: list[str] | None = None,
+               model_paths: dict[str, str] | None = None, data_dir: str | None = None) -> Suite:
+    """Load, override and validate a suite file.
+
+    ``model_paths`` maps a suite model key (or a Hub id used in the suite) to a local folder;
+    ``data_dir`` replaces every GLUE task's data folder. Relative paths in the file resolve
+    against the suite file's folder.
+    """
+    path = Path(path)
+    data = load_yaml(path)
+    data = apply_overrides(data, sets or [])
+    if isinstance(data, dict):
+        _apply_model_paths(data, model_paths or {}, path)
+        if data_dir is not None and isinstance(data.get("tasks"), dict):
+            for t in data["tasks"].values():
+                if isinstance(t, dict) and t.get("kind", "glue") == "glue":
+                    t["data_dir"] = str(Path(data_dir).resolve())
+    suite = parse_suite(data, str(path))
+    return _resolve_relative(suite, path.parent)
+
+
+def _apply_model_paths(data: dict, model_paths: dict[str, str], path: Path) -> None:
+    models = data.get("models")
+    if not isinstance(models, dict):
+        return
+    for ref, folder in model_paths.items():
+        hits = [k for k, m in models.items() if k == ref or (isinstance(m, dict) and m.get("hub") == ref)]
+        if not hits:
+            known = list(models) + [m.get("hub") for m in models.values() if isinstance(m, dict) and m.get("hub")]
+            raise SuiteError(f"--model-path {ref}=...: no model '{ref}' in {path}{did_you_mean(ref, known)}")
+        for k in hits:
+            m = dict(models[k])
+            for src in ("hub", "package", "revision"):
+                m.pop(src, None)
+            m["path"] = str(Path(folder).resolve())
+            models[k] = m
+
+
+def _resolve_relative(suite: Suite, base: Path) -> Suite:
+    models = {
+        k: m.model_copy(update={"path": str((base / m.path).resolve())}) if m.path and not Path(m.path).is_absolute() else m
+        for k, m in suite.models.items()
+    }
+    tasks = {
+        k: t.model_copy(update={"data_dir": str((base / t.data_dir).resolve())})
+        if t.data_dir and not Path(t.data_dir).is_absolute() else t
+        for k, t in suite.tasks.items()
+    }
+    return suite.model_copy(update={"models": models, "tasks": tasks})
+
+
+def parse_model_path(item: str) -> tuple[str, str]:
+    """``ID=DIR`` → (ID, DIR); SuiteError for anything else."""
+    if "=" not in item:
+        raise SuiteError(f"--model-path '{item}': expected ID=DIR")
+    ref, folder = item.split("=", 1)
+    if not ref or not folder:
+        raise SuiteError(f"--model-path '{item}': expected ID=DIR")
+    return ref, folder

@@ -1,0 +1,174 @@
+"""Suite schema, validation messages, overrides and matrix expansion."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from qdqbench.errors import SuiteError
+from qdqbench.suite import Suite, SuiteValidationError, apply_overrides, expand, load_suite, parse_suite
+
+REPO = Path(__file__).resolve().parents[1]
+
+BASE = {
+    "name": "t",
+    "models": {"m": {"hub": "org/bert", "tasks": ["sst2"]}},
+    "tasks": {"sst2": {}},
+    "schemes": {"fp32": {"kind": "fp32"}, "int8": {}},
+}
+
+
+def _errors(data) -> list[str]:
+    with pytest.raises(SuiteValidationError) as info:
+        parse_suite(data, "s.yaml")
+    return info.value.problems
+
+
+def test_defaults_and_round_trip():
+    suite = parse_suite(BASE)
+    assert suite.accuracy.bound == 0.01 and suite.accuracy.mode == "relative"
+    assert suite.schemes["int8"].groups == ["linear", "matmul", "residual"]
+    assert suite.schemes["int8"].weights == "per-channel"
+    assert suite.baseline_scheme == "fp32"
+    again = Suite.model_validate_json(suite.model_dump_json())
+    assert again == suite
+
+
+def test_unknown_key_says_did_you_mean():
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["schemes"]["int8"]["calibraton"] = {"method": "max"}
+    (msg,) = _errors(data)
+    assert msg.startswith("s.yaml: schemes.int8.calibraton: unknown key")
+    assert "did you mean 'calibration'" in msg
+
+
+def test_unknown_nested_key_and_bad_literal():
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["schemes"]["int8"]["calibration"] = {"methd": "max"}
+    data["backends"] = ["torch", "onnxruntim"]
+    msgs = _errors(data)
+    assert any("schemes.int8.calibration.methd: unknown key" in m and "'method'" in m for m in msgs)
+    assert any("backends[1]" in m and "did you mean 'onnxruntime'" in m for m in msgs)
+
+
+def test_references_between_sections():
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["models"]["m"]["tasks"] = ["sst"]
+    msgs = _errors(data)
+    assert any("models.m.tasks: task 'sst' is not defined" in m and "did you mean 'sst2'" in m for m in msgs)
+
+
+def test_exactly_one_source_and_one_baseline():
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["models"]["m"]["path"] = "/x"
+    data["schemes"]["fp32"]["kind"] = "qdq"
+    msgs = _errors(data)
+    assert any("exactly one of hub, path, package" in m for m in msgs)
+    data["models"]["m"].pop("path")
+    msgs = _errors(data)
+    assert any("exactly one scheme of kind fp32" in m for m in msgs)
+
+
+def test_expand_ids_are_stable_and_ordered():
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["backends"] = ["torch", "onnxruntime"]
+    data["shapes"] = {"batch": [1, 8], "seq": [128]}
+    cells = expand(parse_suite(data))
+    ids = [c.id for c in cells]
+    assert ids == [
+        "m/sst2/fp32/torch/accuracy",
+        "m/sst2/fp32/onnx/export",
+        "m/sst2/fp32/onnxruntime/accuracy",
+        "m/sst2/fp32/onnxruntime/latency/b1s128",
+        "m/sst2/fp32/onnxruntime/latency/b8s128",
+        "m/sst2/int8/torch/accuracy",
+        "m/sst2/int8/onnx/export",
+        "m/sst2/int8/onnxruntime/accuracy",
+        "m/sst2/int8/onnxruntime/latency/b1s128",
+        "m/sst2/int8/onnxruntime/latency/b8s128",
+    ]
+    assert len(set(ids)) == len(ids)
+    assert [c.id for c in expand(parse_suite(data))] == ids
+
+
+def test_baseline_runs_first_even_when_listed_last():
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["schemes"] = {"int8": {}, "fp32": {"kind": "fp32"}}
+    data["backends"] = ["torch"]
+    assert [c.scheme for c in expand(parse_suite(data))] == ["fp32", "int8"]
+
+
+def test_overrides_set_nested_values_and_reject_unknown_scheme():
+    data = apply_overrides(BASE, ["schemes.int8.calibration.samples=256", "shapes.batch=[1, 4]"])
+    suite = parse_suite(data)
+    assert suite.schemes["int8"].calibration.samples == 256
+    assert suite.shapes.batch == [1, 4]
+    assert "calibration" not in BASE["schemes"]["int8"]  # the input is not mutated
+    with pytest.raises(SuiteError, match="no scheme 'int9'.*did you mean 'int8'"):
+        apply_overrides(BASE, ["schemes.int9.bits=8"])
+    with pytest.raises(SuiteError, match="expected KEY.PATH=VALUE"):
+        apply_overrides(BASE, ["schemes.int8.bits"])
+    with pytest.raises(SuiteError, match="not valid YAML"):
+        apply_overrides(BASE, ["schemes.int8.bits=[1,"])
+
+
+def test_bad_override_value_fails_validation_naming_the_key():
+    data = apply_overrides(BASE, ["schemes.int8.calibration.method=entropyy"])
+    (msg,) = _errors(data)
+    assert "schemes.int8.calibration.method" in msg and "did you mean 'entropy'" in msg
+
+
+def test_load_suite_errors_are_one_line(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(SuiteError, match="nope.yaml: suite file not found"):
+        load_suite(missing)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nmodels: [\n", encoding="utf-8")
+    with pytest.raises(SuiteError) as info:
+        load_suite(bad)
+    assert "bad.yaml: malformed YAML (line" in str(info.value) and "\n" not in str(info.value)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("", encoding="utf-8")
+    with pytest.raises(SuiteError, match="empty"):
+        load_suite(empty)
+
+
+def test_yaml_tags_that_execute_code_are_refused(tmp_path):
+    p = tmp_path / "evil.yaml"
+    p.write_text("name: !!python/object/apply:os.system ['echo hi']\n", encoding="utf-8")
+    with pytest.raises(SuiteError, match="malformed YAML"):
+        load_suite(p)
+
+
+def test_model_path_and_data_dir_overrides(tmp_path):
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump(BASE), encoding="utf-8")
+    suite = load_suite(p, model_paths={"org/bert": str(tmp_path / "ckpt")}, data_dir=str(tmp_path / "glue"))
+    m = suite.models["m"]
+    assert m.hub is None and m.path == str((tmp_path / "ckpt").resolve())
+    assert suite.tasks["sst2"].data_dir == str((tmp_path / "glue").resolve())
+    with pytest.raises(SuiteError, match="no model 'org/bertt'.*did you mean"):
+        load_suite(p, model_paths={"org/bertt": "/x"})
+
+
+def test_relative_paths_resolve_against_the_suite_file(tmp_path):
+    (tmp_path / "sub").mkdir()
+    p = tmp_path / "sub" / "s.yaml"
+    p.write_text(textwrap.dedent("""
+        name: rel
+        models: {m: {path: ../ckpt, tasks: [sst2]}}
+        tasks: {sst2: {data_dir: ../glue}}
+        schemes: {fp32: {kind: fp32}}
+    """), encoding="utf-8")
+    suite = load_suite(p)
+    assert suite.models["m"].path == str((tmp_path / "ckpt").resolve())
+    assert suite.tasks["sst2"].data_dir == str((tmp_path / "glue").resolve())
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "suites").glob("*.yaml")))
+def test_shipped_suites_validate(name):
+    suite = load_suite(REPO / "suites" / name)
+    assert expand(suite)
