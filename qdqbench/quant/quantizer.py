@@ -1,0 +1,289 @@
+"""The fake-quant building blocks: ``TensorQuantizer`` and ``QuantLinear``.
+
+A ``TensorQuantizer`` is a module with an ``amax`` buffer (so ranges live in the state dict) and
+three modes: ``quantize`` (fake-quantize with ``torch.fake_quantize_per_*_affine``, which exports
+to ONNX QuantizeLinear/DequantizeLinear and gives QAT a straight-through gradient), ``calibrate``
+(feed the input to a calibrator, pass it through unchanged) and ``disabled`` (identity). Modes are
+switched with the ``calibrating`` / ``quantizers_disabled`` context managers, which always restore
+what was there before.
+
+Numerics (DESIGN.md): symmetric, zero point 0, scale = amax / (2**(bits-1) - 1), quantized range
+[-2**(bits-1), 2**(bits-1) - 1] — for 8 bits [-128, 127], the range ONNX QuantizeLinear uses.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from typing import Iterator, Literal
+
+import torch
+from torch import nn
+
+from qdqbench.errors import CalibrationError
+from qdqbench.quant.calib import make_calibrator
+
+Mode = Literal["quantize", "calibrate", "disabled"]
+
+
+class TensorQuantizer(nn.Module):
+    """Symmetric fake quantization of one tensor, per-tensor or per-channel along ``axis``."""
+
+    def __init__(
+        self,
+        num_bits: int = 8,
+        axis: int | None = None,
+        channels: int | None = None,
+        calib_method: str = "max",
+        num_bins: int = 2048,
+        is_weight: bool = False,
+    ):
+        super().__init__()
+        if not 2 <= num_bits <= 8:
+            raise ValueError(f"num_bits must be in 2..8, got {num_bits}")
+        if axis is not None and not channels:
+            raise ValueError("a per-channel quantizer needs the channel count")
+        self.num_bits = num_bits
+        self.axis = axis
+        self.calib_method = calib_method
+        self.num_bins = num_bins
+        self.is_weight = is_weight  # weights take amax from the parameter, never from data
+        self.mode: Mode = "quantize"
+        self.qname = ""  # set by the placement code to the module's dotted name, for messages
+        shape = (channels,) if axis is not None else ()
+        # NaN marks "never calibrated": quantizing with it is an error, not a silent identity.
+        self.register_buffer("amax", torch.full(shape, float("nan")))
+        self._calibrator = None
+
+    @property
+    def qmax(self) -> int:
+        """Largest quantized value, e.g. 127 for 8 bits."""
+        return 2 ** (self.num_bits - 1) - 1
+
+    @property
+    def qmin(self) -> int:
+        """Smallest quantized value, e.g. -128 for 8 bits."""
+        return -(2 ** (self.num_bits - 1))
+
+    @property
+    def is_calibrated(self) -> bool:
+        """True when amax holds a finite positive range."""
+        return bool(torch.isfinite(self.amax).all() and (self.amax > 0).all())
+
+    def calibrator(self):
+        """The calibrator that collects statistics in calibrate mode (made on first use)."""
+        if self._calibrator is None:
+            method = "max" if self.axis is not None else self.calib_method
+            self._calibrator = make_calibrator(
+                method, num_bits=self.num_bits, axis=self.axis, num_bins=self.num_bins
+            )
+        return self._calibrator
+
+    def load_calib_amax(self, method: str | None = None, **params) -> None:
+        """Set amax from the collected statistics; an unusable range is an error naming this quantizer."""
+        if self._calibrator is None:
+            raise CalibrationError(f"quantizer '{self.qname}' saw no data during calibration")
+        method = method or ("max" if self.axis is not None else self.calib_method)
+        if method != "max":
+            params = {k: v for k, v in params.items() if v is not None}
+        else:
+            params = {}
+        try:
+            amax = self._calibrator.compute_amax(method, **params)
+        except CalibrationError as exc:
+            raise CalibrationError(f"quantizer '{self.qname}': {exc}") from None
+        self.set_amax(amax)
+        self._calibrator = None
+
+    def set_amax(self, amax: torch.Tensor | float) -> None:
+        """Set the range; NaN, infinite, zero or negative values are an error naming this quantizer."""
+        amax = torch.as_tensor(amax, dtype=torch.float32).detach().to(self.amax.device)
+        if amax.shape != self.amax.shape:
+            raise CalibrationError(
+                f"quantizer '{self.qname}': amax shape {tuple(amax.shape)} != {tuple(self.amax.shape)}"
+            )
+        bad = ~torch.isfinite(amax) | (amax <= 0)
+        if bad.any():
+            first = amax.reshape(-1)[bad.reshape(-1)][0].item()
+            raise CalibrationError(
+                f"quantizer '{self.qname}': amax is {first} after calibration "
+                f"({int(bad.sum())} of {amax.numel()} values unusable)"
+            )
+        self.amax.copy_(amax)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "disabled":
+            return x
+        if self.mode == "calibrate":
+            self.calibrator().collect(x.detach())
+            return x
+        return self._fake_quantize(x)
+
+    def _fake_quantize(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_tracing() and not self.is_calibrated:
+            raise CalibrationError(f"quantizer '{self.qname}' is used before calibration (amax is NaN)")
+        dtype = x.dtype
+        xf = x if dtype == torch.float32 else x.float()
+        scale = (self.amax / self.qmax).to(xf.device)
+        if self.axis is None:
+            zero_point = torch.zeros((), dtype=torch.int32, device=xf.device)
+            out = torch.fake_quantize_per_tensor_affine(xf, scale, zero_point, self.qmin, self.qmax)
+        else:
+            zero_point = torch.zeros(scale.shape, dtype=torch.int32, device=xf.device)
+            axis = self.axis % xf.dim()
+            out = torch.fake_quantize_per_channel_affine(
+                xf, scale, zero_point, axis, self.qmin, self.qmax
+            )
+        return out if dtype == torch.float32 else out.to(dtype)
+
+    def extra_repr(self) -> str:
+        if self.amax.numel() == 0 or torch.isnan(self.amax).all():
+            amax = "uncalibrated"
+        elif self.amax.dim() == 0:
+            amax = f"amax={self.amax.item():.4g}"
+        else:
+            amax = f"amax=[{self.amax.min().item():.4g}, {self.amax.max().item():.4g}]({self.amax.numel()})"
+        axis = "per-tensor" if self.axis is None else f"axis={self.axis}"
+        calib = "max" if self.axis is not None else self.calib_method
+        return f"{self.num_bits}bit, {axis}, {amax}, calib={calib}, mode={self.mode}"
+
+
+class QuantLinear(nn.Linear):
+    """``nn.Linear`` with a per-tensor input quantizer and a (per-channel) weight quantizer."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
+                 num_bits: int = 8, per_channel: bool = True, calib_method: str = "max",
+                 num_bins: int = 2048, device=None, dtype=None):
+        super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
+        self._add_quantizers(num_bits, per_channel, calib_method, num_bins)
+
+    def _add_quantizers(self, num_bits: int, per_channel: bool, calib_method: str, num_bins: int) -> None:
+        self.input_quantizer = TensorQuantizer(num_bits, calib_method=calib_method, num_bins=num_bins)
+        # The weight is quantized in its transposed (in, out) layout, per output channel (axis 1
+        # there, axis 0 of the nn.Linear weight): the export then reads DQ(W^T) -> MatMul, the
+        # pattern ONNX Runtime and TensorRT fuse into integer GEMMs without a Transpose between.
+        self.weight_quantizer = TensorQuantizer(
+            num_bits,
+            axis=1 if per_channel else None,
+            channels=self.out_features if per_channel else None,
+            is_weight=True,
+        )
+        self.input_quantizer.to(self.weight.device)
+        self.weight_quantizer.to(self.weight.device)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, *, num_bits: int = 8, per_channel: bool = True,
+                    calib_method: str = "max", num_bins: int = 2048) -> "QuantLinear":
+        """A QuantLinear sharing ``linear``'s parameters, with its weight amax set from them."""
+        q = cls.__new__(cls)
+        nn.Module.__init__(q)
+        q.in_features, q.out_features = linear.in_features, linear.out_features
+        q.weight, q.bias = linear.weight, linear.bias
+        q._add_quantizers(num_bits, per_channel, calib_method, num_bins)
+        q.calibrate_weight()
+        return q
+
+    @torch.no_grad()
+    def calibrate_weight(self) -> None:
+        """amax = max |w| per output row (per-channel) or over the whole weight (per-tensor)."""
+        w = self.weight.detach().float().abs()
+        if self.weight_quantizer.axis is not None:
+            amax = w.amax(dim=1)
+            # An all-zero row quantizes exactly to zero with any positive scale; 1.0 keeps it exact
+            # instead of failing the calibration on a pruned or padded output channel.
+            amax = torch.where(amax > 0, amax, torch.ones_like(amax))
+        else:
+            amax = w.max()
+        self.weight_quantizer.set_amax(amax)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xq = self.input_quantizer(x)
+        wq = self.weight_quantizer(self.weight.t())
+        out = torch.matmul(xq, wq)
+        return out + self.bias if self.bias is not None else out
+
+
+def quantizers(model: nn.Module) -> Iterator[tuple[str, TensorQuantizer]]:
+    """All (name, quantizer) pairs of a model."""
+    for name, m in model.named_modules():
+        if isinstance(m, TensorQuantizer):
+            yield name, m
+
+
+@contextmanager
+def calibrating(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every enabled activation quantizer in calibrate mode; restore all modes on exit."""
+    saved = {q: q.mode for _, q in quantizers(model)}
+    try:
+        for _, q in quantizers(model):
+            if q.mode == "disabled":
+                continue
+            # Weights are calibrated from the parameters directly; only activations collect.
+            q.mode = "quantize" if q.is_weight else "calibrate"
+        yield model
+    finally:
+        for q, mode in saved.items():
+            q.mode = mode
+
+
+@contextmanager
+def quantizers_disabled(model: nn.Module) -> Iterator[nn.Module]:
+    """Run a QDQ model as float: every quantizer an identity; restore all modes on exit."""
+    saved = {q: q.mode for _, q in quantizers(model)}
+    try:
+        for q in saved:
+            q.mode = "disabled"
+        yield model
+    finally:
+        for q, mode in saved.items():
+            q.mode = mode
+
+
+def finish_calibration(model: nn.Module, method: str | None = None, **params) -> dict[str, float]:
+    """Compute every activation amax from collected statistics and refresh weight amaxes.
+
+    Returns {quantizer name: amax (max over channels)} for the record. Raises CalibrationError,
+    naming the quantizer, for a quantizer that saw no data or ended with an unusable range.
+    """
+    out: dict[str, float] = {}
+    for name, q in quantizers(model):
+        if q.mode == "disabled":
+            continue
+        if q.is_weight:
+            continue
+        q.load_calib_amax(method, **params)
+    for m in model.modules():
+        if isinstance(m, QuantLinear):
+            m.calibrate_weight()
+    for name, q in quantizers(model):
+        if q.mode != "disabled":
+            out[name] = float(q.amax.max()) if q.amax.numel() else math.nan
+    return out
+
+
+def name_quantizers(model: nn.Module) -> None:
+    """Give every quantizer its dotted module name (used in error messages and reports)."""
+    for name, q in quantizers(model):
+        q.qname = name
+
+
+def sqnr_db(reference: torch.Tensor, test: torch.Tensor) -> float:
+    """Signal-to-quantization-noise ratio in dB: 10·log10(Σref² / Σ(ref−test)²)."""
+    ref = reference.detach().double()
+    noise = (ref - test.detach().double()).pow(2).sum().item()
+    signal = ref.pow(2).sum().item()
+    if noise == 0:
+        return math.inf
+    return 10.0 * math.log10(signal / noise)
+
+
+__all__ = [
+    "TensorQuantizer",
+    "QuantLinear",
+    "quantizers",
+    "calibrating",
+    "quantizers_disabled",
+    "finish_calibration",
+    "name_quantizers",
+    "sqnr_db",
+]
