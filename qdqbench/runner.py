@@ -1,0 +1,590 @@
+"""Walk the cells of a suite: baseline, build variant, calibrate, evaluate, export, time.
+
+Work is grouped per model × task (one model load, one tokenization) and per scheme (one QDQBERT
+variant, calibrated once). Each cell runs inside its own error boundary: a cell that raises is
+recorded as failed with a one-line error and the run goes on; cells that need its output fail
+with a message naming it. Every finished cell is appended to ``results.jsonl`` at once, so an
+interrupted run resumes (``--resume``) without recomputing or losing anything. Latency is
+measured in a fresh process per cell (``timing.measure_in_subprocess``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+import traceback
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from qdqbench.errors import QdqbenchError
+from qdqbench.results import Metric, Record, ResultStore, Shape, write_json_atomic
+from qdqbench.suite import Cell, SchemeSpec, Suite, expand
+
+RUN_JSON = "run.json"
+SUITE_JSON = "suite.json"
+RESULTS = "results.jsonl"
+
+
+def now() -> str:
+    """UTC timestamp, ISO 8601."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: first line`` of an exception; qdqbench's own errors are already one line."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, QdqbenchError):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class CellFailure(Exception):
+    """A dependency of a cell failed; the message says which."""
+
+
+@dataclass
+class RunSummary:
+    """Counts of a finished (or interrupted) run."""
+
+    run_dir: Path
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    reused: int = 0
+    interrupted: bool = False
+    records: list[Record] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """0 all cells ok, 3 some cell failed, 130 interrupted."""
+        if self.interrupted:
+            return 130
+        return 3 if self.failed else 0
+
+
+def new_run_dir(suite: Suite, base: Path | None = None) -> Path:
+    """``<output.dir>/<suite>-<UTC time>``, unique."""
+    root = Path(base or suite.output.dir)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    path = root / f"{suite.name}-{stamp}"
+    n = 1
+    while path.exists():
+        n += 1
+        path = root / f"{suite.name}-{stamp}-{n}"
+    return path
+
+
+def load_run_suite(run_dir: Path) -> Suite:
+    """The suite a run folder was started with (for --resume)."""
+    p = Path(run_dir) / SUITE_JSON
+    if not p.is_file():
+        raise QdqbenchError(f"{run_dir}: not a qdqbench run folder (no {SUITE_JSON})")
+    return Suite.model_validate_json(p.read_text(encoding="utf-8"))
+
+
+# --------------------------------------------------------------------------- per model × task
+
+
+@dataclass
+class TaskData:
+    """A loaded model and the task's tokenized evaluation and calibration data."""
+
+    resolved: Any
+    model: Any  # the fp32 transformers model (never modified: variants are deep copies)
+    tokenizer: Any
+    task: Any  # GlueTask, or None for embedding fidelity
+    output: str  # "logits" or "last_hidden_state"
+    eval_encoded: Any
+    calib_encoded: Any
+    labels: np.ndarray | None
+    label_perm: np.ndarray | None
+    texts: list[str]  # real text for timing inputs
+    max_length: int
+
+
+class Runner:
+    """Runs (or resumes) a suite into a run folder."""
+
+    def __init__(self, suite: Suite, run_dir: Path, *, suite_path: Path | None = None,
+                 console=None, show_progress: bool = True):
+        self.suite = suite
+        self.run_dir = Path(run_dir)
+        self.suite_path = suite_path
+        self.store = ResultStore(self.run_dir / RESULTS)
+        self.console = console
+        self.show_progress = show_progress
+        self._outputs: dict[tuple[str, str, str, str], np.ndarray] = {}
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def _artifacts(self, cell: Cell) -> Path:
+        p = self.run_dir / "artifacts" / cell.model / cell.task / cell.scheme
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def _write_run_json(self, started: str, finished: str | None) -> None:
+        from qdqbench.env import environment
+
+        info = {
+            "run_id": self.run_dir.name,
+            "suite": {"name": self.suite.name, "path": str(self.suite_path) if self.suite_path else None,
+                      "description": self.suite.description},
+            "started_at": started,
+            "finished_at": finished,
+            "accuracy_bound": {"bound": self.suite.accuracy.bound, "mode": self.suite.accuracy.mode},
+            "timing": self.suite.timing.model_dump() | {"threads_used": self._threads()},
+            **environment(),
+        }
+        previous = self.run_dir / RUN_JSON
+        if previous.exists():
+            old = json.loads(previous.read_text(encoding="utf-8"))
+            info["started_at"] = old.get("started_at", started)
+            info["resumed_at"] = sorted(set(old.get("resumed_at", []) + ([started] if old else [])))
+        write_json_atomic(self.run_dir / RUN_JSON, info)
+
+    def _threads(self) -> int:
+        return self.suite.timing.threads or os.cpu_count() or 1
+
+    def _say(self, msg: str) -> None:
+        if self.console is not None:
+            self.console.print(msg)
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> RunSummary:
+        """Run every cell not yet finished; return the summary (never raises for a failing cell)."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / SUITE_JSON).write_text(self.suite.model_dump_json(indent=2), encoding="utf-8")
+        started = now()
+        self._write_run_json(started, None)
+        cells = expand(self.suite)
+        done = self.store.finished()
+        summary = RunSummary(self.run_dir, reused=sum(1 for c in cells if c.id in done))
+        pending = [c for c in cells if c.id not in done]
+        groups: OrderedDict[tuple[str, str], list[Cell]] = OrderedDict()
+        for c in pending:
+            groups.setdefault((c.model, c.task), []).append(c)
+        progress = self._progress(len(pending))
+        try:
+            with progress:
+                task_id = progress.add_task("cells", total=len(pending), cell="") if progress.enabled else None
+                for (mname, tname), group in groups.items():
+                    self._run_group(mname, tname, group, summary, progress, task_id)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+        finally:
+            self._write_run_json(started, now())
+        summary.records = self.store.read()
+        return summary
+
+    def _progress(self, total: int):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        return _MaybeProgress(
+            Progress(
+                TextColumn("[bold]{task.fields[cell]}"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                console=self.console, transient=False,
+            ),
+            enabled=self.show_progress and total > 0,
+        )
+
+    def _run_group(self, mname: str, tname: str, cells: list[Cell], summary: RunSummary, progress, task_id) -> None:
+        try:
+            data = self._load_task_data(mname, tname)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 — the whole group fails with one reason
+            msg = one_line(exc)
+            for c in cells:
+                self._finish(c, summary, status="failed", error=f"{mname}/{tname}: {msg}")
+                progress.advance(task_id)
+            return
+        by_scheme: OrderedDict[str, list[Cell]] = OrderedDict()
+        for c in cells:
+            by_scheme.setdefault(c.scheme, []).append(c)
+        for sname, scells in by_scheme.items():
+            variant = _Lazy(lambda s=sname: self._build_variant(data, s))
+            for c in scells:
+                progress.update(task_id, cell=c.id)
+                self._run_cell(c, data, variant, summary)
+                progress.advance(task_id)
+            variant.drop()
+
+    def _run_cell(self, cell: Cell, data: TaskData, variant: "_Lazy", summary: RunSummary) -> None:
+        start, t0 = now(), time.perf_counter()
+        handler: Callable[..., dict[str, Any]] = {
+            ("torch", "accuracy"): self._accuracy_torch,
+            ("torch", "fidelity"): self._fidelity_torch,
+            ("onnx", "export"): self._export,
+        }.get((cell.backend, cell.kind)) or {
+            "accuracy": self._accuracy_engine,
+            "fidelity": self._fidelity_engine,
+            "latency": self._latency,
+        }[cell.kind]
+        try:
+            fields = handler(cell, data, variant)
+            status = fields.pop("status", "ok")
+            self._finish(cell, summary, status=status, started_at=start, duration_s=time.perf_counter() - t0, **fields)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 — recorded, the run goes on
+            details = {"traceback": traceback.format_exc(limit=8)} if not isinstance(exc, (QdqbenchError, CellFailure)) else {}
+            self._finish(cell, summary, status="failed", error=one_line(exc), started_at=start,
+                         duration_s=time.perf_counter() - t0, details=details)
+
+    def _finish(self, cell: Cell, summary: RunSummary, *, status: str, **fields) -> None:
+        scheme = self.suite.schemes[cell.scheme]
+        rec = Record(
+            cell=cell.id, status=status, model=cell.model, task=cell.task, scheme=cell.scheme,
+            scheme_kind=scheme.kind, backend=cell.backend, kind=cell.kind,
+            shape=Shape(batch=cell.batch, seq=cell.seq) if cell.batch is not None else None,
+            **fields,
+        )
+        self.store.append(rec)
+        setattr(summary, status, getattr(summary, status) + 1)
+        if status == "failed":
+            self._say(f"[red]failed[/red] {cell.id}: {rec.error}")
+
+    # ------------------------------------------------------------------ data and variants
+
+    def _load_task_data(self, mname: str, tname: str) -> TaskData:
+        from qdqbench import models
+        from qdqbench.evaluate import encode
+        from qdqbench.tasks.base import TextExample
+
+        mspec, tspec = self.suite.models[mname], self.suite.tasks[tname]
+        resolved = models.resolve(mname, mspec)
+        self._say(f"{mname}: weights from {resolved.source}")
+        if tspec.kind == "embedding-fidelity":
+            from qdqbench.tasks.fidelity import split_texts
+
+            model, tok = models.load_model(resolved, "encoder")
+            calib, evals = split_texts(tspec.texts, seed=self.suite.seed)
+            return TaskData(
+                resolved, model, tok, None, "last_hidden_state",
+                encode(tok, [TextExample(t) for t in evals], mspec.max_length),
+                encode(tok, [TextExample(t) for t in calib], mspec.max_length),
+                None, None, evals + calib, mspec.max_length,
+            )
+        from qdqbench.tasks import get_task
+        from qdqbench.tasks.glue import align_labels
+
+        task = get_task(tspec.name or tname)
+        data_dir = Path(tspec.data_dir) if tspec.data_dir else None
+        model, tok = models.load_model(resolved, "classification")
+        perm = align_labels(task, model.config.id2label)
+        if not task.is_regression and model.config.num_labels != len(task.label_names):
+            raise QdqbenchError(
+                f"model '{mname}' has {model.config.num_labels} labels, task {task.name} has {len(task.label_names)}")
+        evals = task.load(task.eval_split, data_dir)
+        if tspec.eval_limit:
+            evals = evals[: tspec.eval_limit]
+        train = task.load(task.calibration_split, data_dir)
+        labels = task.label_array(evals)
+        return TaskData(
+            resolved, model, tok, task, "logits",
+            encode(tok, evals, mspec.max_length),
+            train,  # encoded lazily per scheme: the sample depends on the scheme's settings
+            labels, perm, [e.text_a + (" " + e.text_b if e.text_b else "") for e in evals], mspec.max_length,
+        )
+
+    def _calibration_encoded(self, data: TaskData, scheme: SchemeSpec):
+        from qdqbench.evaluate import Encoded, encode
+
+        cal = scheme.calibration
+        if isinstance(data.calib_encoded, Encoded):
+            pool = data.calib_encoded
+            n = len(pool.input_ids)
+            idx = np.random.default_rng(cal.seed).choice(n, size=min(cal.samples, n), replace=False)
+            return Encoded([pool.input_ids[i] for i in idx], [pool.token_type_ids[i] for i in idx], pool.pad_id)
+        examples = data.calib_encoded
+        idx = np.random.default_rng(cal.seed).choice(len(examples), size=min(cal.samples, len(examples)), replace=False)
+        return encode(data.tokenizer, [examples[i] for i in sorted(idx)], data.max_length)
+
+    def _build_variant(self, data: TaskData, sname: str):
+        """The fp32 model itself, or a calibrated QDQBERT copy of it (amaxes saved as an artifact)."""
+        from qdqbench.evaluate import torch_forward
+        from qdqbench.quant.qdqbert import QDQSettings, count_quantizers, quantize_bert
+        from qdqbench.quant.quantizer import calibrating, finish_calibration
+
+        scheme = self.suite.schemes[sname]
+        if scheme.kind == "fp32":
+            return _Variant(data.model, {})
+        settings = QDQSettings(
+            bits=scheme.bits, groups=tuple(scheme.groups), per_channel_weights=scheme.weights == "per-channel",
+            calib_method=scheme.calibration.method, num_bins=scheme.calibration.num_bins, skip=tuple(scheme.skip),
+        )
+        model = quantize_bert(copy.deepcopy(data.model), settings)
+        t0 = time.perf_counter()
+        calib = self._calibration_encoded(data, scheme)
+        forward = torch_forward(model, data.output)
+        with calibrating(model):
+            for _, feeds in calib.batches(scheme.calibration.batch_size):
+                forward(feeds)
+        amaxes = finish_calibration(model, scheme.calibration.method, percentile=scheme.calibration.percentile)
+        info = {
+            "calibration": {"method": scheme.calibration.method, "samples": len(calib.input_ids),
+                            "seconds": round(time.perf_counter() - t0, 3)},
+            "quantizers": count_quantizers(model),
+        }
+        return _Variant(model, info, amaxes)
+
+    # ------------------------------------------------------------------ torch cells
+
+    def _torch_outputs(self, cell: Cell, data: TaskData, variant: "_Lazy") -> np.ndarray:
+        from qdqbench.evaluate import run_batches, torch_forward
+        from qdqbench.tasks.fidelity import mean_pool
+
+        key = (cell.model, cell.task, cell.scheme, "torch")
+        if key in self._outputs:
+            return self._outputs[key]
+        path = self._artifacts(cell) / "torch-outputs.npy"
+        if path.exists():
+            out = np.load(path)
+        else:
+            bs = self.suite.tasks[cell.task].eval_batch_size
+            reduce = (lambda o, f: mean_pool(o, f["attention_mask"]).astype(np.float32)) if data.task is None else None
+            out = run_batches(data.eval_encoded, bs, torch_forward(variant.get().model, data.output), reduce=reduce)
+            np.save(path, out)
+        self._outputs[key] = out
+        return out
+
+    def _baseline_outputs(self, cell: Cell, data: TaskData) -> np.ndarray:
+        base = Cell(cell.model, cell.task, self.suite.baseline_scheme, "torch", cell.kind)
+        fp32 = _Lazy(lambda: _Variant(data.model, {}))
+        return self._torch_outputs(base, data, fp32)
+
+    def _score(self, cell: Cell, data: TaskData, outputs: np.ndarray, precision: str,
+               extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        from qdqbench.stats import bootstrap_ci, changed_predictions, paired_bootstrap_delta
+        from qdqbench.verdict import make_verdict
+
+        task, acc = data.task, self.suite.accuracy
+        logits = outputs[:, data.label_perm] if data.label_perm is not None else outputs
+        preds = task.predictions(logits)
+        scores = task.score(preds, data.labels)
+        metrics = []
+        for spec in task.metrics:
+            lo = hi = None
+            if acc.bootstrap:
+                lo, hi = bootstrap_ci(spec.fn, preds, data.labels, n_resamples=acc.bootstrap, seed=self.suite.seed)
+            metrics.append(Metric(name=spec.name, value=scores[spec.name], unit="ratio",
+                                  higher_is_better=spec.higher_is_better, ci_low=lo, ci_high=hi))
+        details: dict[str, Any] = {"primary_metric": task.primary_metric, "examples": int(len(preds))}
+        if data.label_perm is not None:
+            details["label_permutation"] = [int(i) for i in data.label_perm]
+        verdict = None
+        if self.suite.schemes[cell.scheme].kind != "fp32" or cell.backend != "torch":
+            base_out = self._baseline_outputs(cell, data)
+            base_logits = base_out[:, data.label_perm] if data.label_perm is not None else base_out
+            base_preds = task.predictions(base_logits)
+            primary = next(s for s in task.metrics if s.name == task.primary_metric)
+            baseline = task.score(base_preds, data.labels)[task.primary_metric]
+            drop_ci = None
+            if acc.bootstrap:
+                _, lo, hi = paired_bootstrap_delta(primary.fn, base_preds, preds, data.labels,
+                                                   n_resamples=acc.bootstrap, seed=self.suite.seed)
+                drop_ci = (lo, hi)
+            tol = 1e-6 if task.is_regression else None
+            details["changed"] = int(changed_predictions(base_preds, preds, regression_tolerance=tol))
+            verdict = make_verdict(task.primary_metric, baseline, scores[task.primary_metric],
+                                   acc.bound, acc.mode, drop_ci)
+        details.update(extra or {})
+        return {"metrics": metrics, "verdict": verdict, "precision": precision, "details": details}
+
+    def _accuracy_torch(self, cell: Cell, data: TaskData, variant: "_Lazy") -> dict[str, Any]:
+        t0 = time.perf_counter()
+        out = self._torch_outputs(cell, data, variant)
+        kind = self.suite.schemes[cell.scheme].kind
+        fields = self._score(cell, data, out, "fp32" if kind == "fp32" else "int8-fakequant",
+                             {"eval_s": round(time.perf_counter() - t0, 3), **variant.get().info})
+        return fields
+
+    def _fidelity_torch(self, cell: Cell, data: TaskData, variant: "_Lazy") -> dict[str, Any]:
+        from qdqbench.tasks.fidelity import fidelity_metrics
+
+        out = self._torch_outputs(cell, data, variant)
+        ref = self._baseline_outputs(cell, data)
+        return {"metrics": fidelity_metrics(ref, out), "precision": "int8-fakequant",
+                "details": {"examples": int(len(out)), "reference": "fp32 torch", **variant.get().info}}
+
+    # ------------------------------------------------------------------ export and engines
+
+    def _onnx_path(self, cell: Cell) -> Path:
+        return self._artifacts(cell) / "model.onnx"
+
+    def _export(self, cell: Cell, data: TaskData, variant: "_Lazy") -> dict[str, Any]:
+        import torch
+
+        from qdqbench.export import check_qdq_structure, export_onnx
+
+        scheme = self.suite.schemes[cell.scheme]
+        idx, feeds = data.eval_encoded.batches(2)[0]
+        sample = {k: torch.from_numpy(v) for k, v in feeds.items()}
+        info = export_onnx(variant.get().model, self._onnx_path(cell), sample, output=data.output)
+        details: dict[str, Any] = {"path": str(info.path.relative_to(self.run_dir)), "sha256": info.sha256,
+                                   "op_counts": info.op_counts}
+        status, error = "ok", None
+        if scheme.kind == "qdq":
+            check = check_qdq_structure(info.path, scheme.groups)
+            details["structure"] = {
+                "matmuls": check.matmuls, "matmuls_quantized": check.matmuls_quantized,
+                "residual_adds": check.residual_adds, "residual_adds_quantized": check.residual_adds_quantized,
+                "problems": check.problems[:20],
+            }
+            if not check.ok and not scheme.skip:
+                status, error = "failed", f"Q/DQ structure check: {check.problems[0]} ({len(check.problems)} problems)"
+        metrics = [Metric(name="onnx_mb", value=round(info.size_mb, 3), unit="MB", higher_is_better=False),
+                   Metric(name="qdq_nodes", value=info.qdq_nodes, unit="nodes")]
+        out = {"metrics": metrics, "details": details, "precision": "fp32" if scheme.kind == "fp32" else "int8",
+               "status": status}
+        if error:
+            out["error"] = error
+        return out
+
+    def _engine_artifact(self, cell: Cell) -> Path:
+        path = self._onnx_path(cell)
+        export_id = Cell(cell.model, cell.task, cell.scheme, "onnx", "export").id
+        rec = self.store.finished().get(export_id)
+        if rec is None or rec.status != "ok" or not path.exists():
+            raise CellFailure(f"needs the ONNX export of {cell.scheme}, which did not finish ({export_id})")
+        return path
+
+    def _engine_precision(self, cell: Cell) -> str:
+        return "fp32" if self.suite.schemes[cell.scheme].kind == "fp32" else "int8"
+
+    def _engine_outputs(self, cell: Cell, data: TaskData) -> tuple[np.ndarray, Any]:
+        from qdqbench.backends import get_backend
+        from qdqbench.evaluate import run_batches
+        from qdqbench.tasks.fidelity import mean_pool
+
+        backend = get_backend(cell.backend)
+        reason = backend.unavailable_reason()
+        if reason:
+            raise CellFailure(f"{cell.backend} unavailable: {reason}")
+        shapes = [Shape(batch=b, seq=s) for b in self.suite.shapes.batch for s in self.suite.shapes.seq]
+        session = backend.prepare(self._engine_artifact(cell), self._engine_precision(cell), shapes,
+                                  threads=self._threads())
+        bs = self.suite.tasks[cell.task].eval_batch_size
+        reduce = (lambda o, f: mean_pool(o, f["attention_mask"]).astype(np.float32)) if data.task is None else None
+        return run_batches(data.eval_encoded, bs, session.predict, reduce=reduce), session
+
+    def _accuracy_engine(self, cell: Cell, data: TaskData, variant: "_Lazy") -> dict[str, Any]:
+        from qdqbench.stats import changed_predictions
+
+        t0 = time.perf_counter()
+        out, session = self._engine_outputs(cell, data)
+        torch_cell = Cell(cell.model, cell.task, cell.scheme, "torch", cell.kind)
+        ref = self._torch_outputs(torch_cell, data, variant)
+        perm = data.label_perm
+        ref_preds = data.task.predictions(ref[:, perm] if perm is not None else ref)
+        preds = data.task.predictions(out[:, perm] if perm is not None else out)
+        tol = 1e-6 if data.task.is_regression else None
+        extra = {"eval_s": round(time.perf_counter() - t0, 3), "engine": session.info,
+                 "changed_vs_torch": int(changed_predictions(ref_preds, preds, regression_tolerance=tol)),
+                 "max_abs_diff_vs_torch": float(np.abs(out - ref).max())}
+        return self._score(cell, data, out, session.precision, extra)
+
+    def _fidelity_engine(self, cell: Cell, data: TaskData, variant: "_Lazy") -> dict[str, Any]:
+        from qdqbench.tasks.fidelity import fidelity_metrics
+
+        out, session = self._engine_outputs(cell, data)
+        ref = self._baseline_outputs(cell, data)
+        return {"metrics": fidelity_metrics(ref, out), "precision": session.precision,
+                "details": {"examples": int(len(out)), "reference": "fp32 torch", "engine": session.info}}
+
+    def _latency(self, cell: Cell, data: TaskData, variant: "_Lazy") -> dict[str, Any]:
+        from qdqbench.backends import get_backend
+        from qdqbench.evaluate import timing_feeds
+        from qdqbench.timing import TimingSettings, measure_in_subprocess
+
+        reason = get_backend(cell.backend).unavailable_reason()
+        if reason:
+            raise CellFailure(f"{cell.backend} unavailable: {reason}")
+        artifact = self._engine_artifact(cell)
+        inputs = self.run_dir / "artifacts" / "inputs" / f"{cell.model}-{cell.task}-b{cell.batch}s{cell.seq}.npz"
+        if not inputs.exists():
+            inputs.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(inputs, **timing_feeds(data.tokenizer, data.texts, cell.batch, cell.seq))
+        t = self.suite.timing
+        settings = TimingSettings(warmup_s=t.warmup_s, warmup_iters=t.warmup_iters, min_iters=t.min_iters,
+                                  min_duration_s=t.min_duration_s, max_duration_s=t.max_duration_s)
+        stats, engine = measure_in_subprocess(cell.backend, artifact, self._engine_precision(cell), inputs,
+                                              settings, threads=self._threads())
+        details = {"iterations": stats.n, "warmup_iters": stats.warmup_iters, "threads": self._threads(),
+                   "method": stats.method, "wall_s": round(stats.wall_s, 3), "engine": engine.get("info", {}),
+                   "samples_ms": [round(x, 4) for x in stats.samples_ms]}
+        return {"metrics": stats.to_metrics(), "precision": engine.get("precision", ""), "details": details}
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+@dataclass
+class _Variant:
+    model: Any
+    info: dict[str, Any]
+    amaxes: dict[str, float] = field(default_factory=dict)
+
+
+class _Lazy:
+    """Build a value on first use; remember a failure so dependent cells fail with its reason."""
+
+    def __init__(self, build: Callable[[], Any]):
+        self._build = build
+        self._value: Any = None
+        self._error: str | None = None
+
+    def get(self) -> Any:
+        """The value, building it once."""
+        if self._error is not None:
+            raise CellFailure(self._error)
+        if self._value is None:
+            try:
+                self._value = self._build()
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                self._error = f"building the variant failed: {one_line(exc)}"
+                raise CellFailure(self._error) from exc
+        return self._value
+
+    def drop(self) -> None:
+        """Forget the value (frees a model copy between schemes)."""
+        self._value = None
+
+
+class _MaybeProgress:
+    """A rich Progress that can be switched off (tests, --quiet) without changing the call sites."""
+
+    def __init__(self, progress, enabled: bool):
+        self.progress, self.enabled = progress, enabled
+
+    def __enter__(self):
+        if self.enabled:
+            self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            return self.progress.__exit__(*exc)
+        return False
+
+    def add_task(self, *a, **k):
+        return self.progress.add_task(*a, **k) if self.enabled else None
+
+    def update(self, task_id, **k):
+        if self.enabled:
+            self.progress.update(task_id, **k)
+
+    def advance(self, task_id):
+        if self.enabled:
+            self.progress.advance(task_id)

@@ -1,0 +1,149 @@
+"""End to end on a tiny random BERT: run, records, verdicts, failures that don't stop the run, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from qdqbench.cli import main
+from qdqbench.results import ResultStore, load_records
+from qdqbench.runner import Runner
+from qdqbench.suite import expand, load_suite
+
+
+def _run_cli(*args: str) -> int:
+    return main(list(args))
+
+
+def _only_run_dir(out: Path) -> Path:
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    return run_dir
+
+
+def test_tiny_run_end_to_end(tiny_suite, tmp_path):
+    out = tmp_path / "runs"
+    assert _run_cli("run", str(tiny_suite), "--out", str(out), "--quiet") == 0
+    run_dir = _only_run_dir(out)
+    records = {r.cell: r for r in load_records(run_dir)}
+    suite = load_suite(tiny_suite)
+    assert set(records) == {c.id for c in expand(suite)}
+    assert all(r.status == "ok" for r in records.values()), [r.error for r in records.values() if r.error]
+
+    fp32 = records["tiny/sst2/fp32/torch/accuracy"]
+    assert fp32.precision == "fp32" and fp32.verdict is None
+    acc = fp32.metric("accuracy")
+    assert 0.0 <= acc.value <= 1.0 and acc.ci_low <= acc.value <= acc.ci_high
+
+    int8 = records["tiny/sst2/int8-max/torch/accuracy"]
+    assert int8.precision == "int8-fakequant"
+    v = int8.verdict
+    assert v.baseline == pytest.approx(acc.value) and v.value == pytest.approx(int8.metric("accuracy").value)
+    assert v.passed == (v.value >= 0.99 * v.baseline - 1e-12)
+    assert int8.details["quantizers"] == {"linear": 24, "matmul": 8, "residual": 8}
+
+    export = records["tiny/sst2/int8-max/onnx/export"]
+    assert export.details["structure"]["problems"] == []
+    assert (run_dir / export.details["path"]).is_file()
+
+    engine = records["tiny/sst2/int8-max/onnxruntime/accuracy"]
+    assert engine.precision == "int8"
+    assert engine.details["engine"]["fused_ops"]["MatMulIntegerToFloat"] + \
+        engine.details["engine"]["fused_ops"]["QLinearMatMul"] > 0
+    # The engine scores the same dev set as the fake-quant model and rarely disagrees with it.
+    assert engine.details["changed_vs_torch"] <= 1
+
+    lat = records["tiny/sst2/int8-max/onnxruntime/latency/b2s16"]
+    assert lat.shape.batch == 2 and lat.shape.seq == 16
+    assert lat.details["iterations"] >= 3 and lat.metric("throughput").value > 0
+
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["versions"]["torch"] and info["finished_at"] and info["machine"]["cores"]
+    assert (run_dir / "report.html").is_file()
+
+
+def test_failing_cell_is_recorded_and_the_run_goes_on(make_tiny_suite, tmp_path):
+    # 4-bit cannot be exported to ONNX Q/DQ: export and every engine cell of that scheme fail,
+    # its fake-quant accuracy and every other scheme still finish.
+    suite = make_tiny_suite(schemes={
+        "fp32": {"kind": "fp32"},
+        "int4": {"bits": 4, "calibration": {"samples": 8}},
+        "int8": {"calibration": {"samples": 8}},
+    })
+    out = tmp_path / "runs"
+    assert _run_cli("run", str(suite), "--out", str(out), "--quiet") == 3
+    records = {r.cell: r for r in load_records(_only_run_dir(out))}
+    assert records["tiny/sst2/int4/torch/accuracy"].status == "ok"
+    exp = records["tiny/sst2/int4/onnx/export"]
+    assert exp.status == "failed" and "4]-bit" in exp.error and "\n" not in exp.error
+    lat = records["tiny/sst2/int4/onnxruntime/latency/b1s16"]
+    assert lat.status == "failed" and "tiny/sst2/int4/onnx/export" in lat.error
+    assert records["tiny/sst2/int8/onnxruntime/latency/b1s16"].status == "ok"
+
+
+def test_resume_skips_finished_cells(tiny_suite, tmp_path):
+    suite = load_suite(tiny_suite)
+    run_dir = tmp_path / "run"
+    Runner(suite, run_dir, show_progress=False).run()
+    lines_before = (run_dir / "results.jsonl").read_text().splitlines()
+    summary = Runner(suite, run_dir, show_progress=False).run()
+    assert summary.reused == len(expand(suite)) and summary.ok == 0
+    assert (run_dir / "results.jsonl").read_text().splitlines() == lines_before
+
+
+def test_resume_after_a_kill_loses_and_repeats_nothing(tiny_suite, tmp_path):
+    """SIGKILL the CLI mid-run, resume, and check every cell is there exactly once."""
+    out = tmp_path / "runs"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "qdqbench.cli", "run", str(tiny_suite), "--out", str(out), "--quiet"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        results = None
+        while time.time() < deadline:
+            found = list(out.glob("*/results.jsonl")) if out.exists() else []
+            if found and len(found[0].read_text().splitlines()) >= 4:
+                results = found[0]
+                break
+            time.sleep(0.05)
+        assert results is not None, "the run never wrote 4 records"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    before = {r.cell: r for r in ResultStore(results).read()}
+    assert 4 <= len(before) < len(expand(load_suite(tiny_suite)))
+    assert _run_cli("run", "--resume", str(results.parent), "--quiet") == 0
+    lines = [json.loads(x) for x in results.read_text().splitlines() if x.strip()]
+    cells = [x["cell"] for x in lines]
+    total = {c.id for c in expand(load_suite(tiny_suite))}
+    assert set(cells) == total
+    # Nothing finished before the kill was computed again (a torn last line may be rewritten).
+    finished_before = {c for c, r in before.items() if r.status == "ok"}
+    assert all(cells.count(c) == 1 for c in finished_before)
+    for c in finished_before:
+        again = next(x for x in lines if x["cell"] == c)
+        assert again["started_at"] == before[c].started_at
+
+
+def test_interrupt_keeps_results_and_says_how_to_resume(tiny_suite, tmp_path, monkeypatch):
+    suite = load_suite(tiny_suite)
+    calls = {"n": 0}
+    original = Runner._run_cell
+
+    def flaky(self, cell, data, variant, summary):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, cell, data, variant, summary)
+
+    monkeypatch.setattr(Runner, "_run_cell", flaky)
+    summary = Runner(suite, tmp_path / "run", show_progress=False).run()
+    assert summary.interrupted and summary.exit_code == 130
+    assert len(ResultStore(tmp_path / "run" / "results.jsonl").read()) == 2
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["finished_at"]
