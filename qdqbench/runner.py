@@ -393,7 +393,9 @@ class Runner:
                 _, lo, hi = paired_bootstrap_delta(primary.fn, base_preds, preds, data.labels,
                                                    n_resamples=acc.bootstrap, seed=self.suite.seed)
                 drop_ci = (lo, hi)
-            tol = 1e-6 if task.is_regression else None
+            # A regression prediction "changes" when it moves by more than 0.05 (1% of the STS-B
+            # 0–5 scale); any float difference would count every example.
+            tol = 0.05 if task.is_regression else None
             details["changed"] = int(changed_predictions(base_preds, preds, regression_tolerance=tol))
             verdict = make_verdict(task.primary_metric, baseline, scores[task.primary_metric],
                                    acc.bound, acc.mode, drop_ci)
@@ -487,7 +489,7 @@ class Runner:
         perm = data.label_perm
         ref_preds = data.task.predictions(ref[:, perm] if perm is not None else ref)
         preds = data.task.predictions(out[:, perm] if perm is not None else out)
-        tol = 1e-6 if data.task.is_regression else None
+        tol = 0.05 if data.task.is_regression else None  # see _score
         extra = {"eval_s": round(time.perf_counter() - t0, 3), "engine": session.info,
                  "changed_vs_torch": int(changed_predictions(ref_preds, preds, regression_tolerance=tol)),
                  "max_abs_diff_vs_torch": float(np.abs(out - ref).max())}
