@@ -11,23 +11,27 @@ from __future__ import annotations
 import re
 
 from qdqbench.errors import TaskError, did_you_mean
-from qdqbench.tasks import glue
+from qdqbench.tasks import glue, squad
 from qdqbench.tasks.base import MetricSpec, TextExample, TextTask
 from qdqbench.tasks.glue import GlueTask, align_labels
+
+Task = GlueTask | squad.SquadTask  # what get_task returns; SquadTask has kind == "qa"
 
 __all__ = [
     "GLUE_TASKS",
     "TASK_NAMES",
     "GlueTask",
     "MetricSpec",
+    "Task",
     "TextExample",
     "TextTask",
     "align_labels",
     "get_task",
 ]
 
-_REGISTRY: dict[str, GlueTask] = {
+_REGISTRY: dict[str, Task] = {
     **{task.name: task for task in glue.TASKS},
+    **{task.name: task for task in squad.TASKS},
 }
 
 GLUE_TASKS: tuple[str, ...] = tuple(task.name for task in glue.TASKS)
@@ -48,7 +52,7 @@ _ALIASES: dict[str, str] = {
 _LOOKUP: dict[str, str] = {**_ALIASES, **{_key(name): name for name in _REGISTRY}}
 
 
-def get_task(name: str) -> GlueTask:
+def get_task(name: str) -> Task:
     """The registered task called ``name`` (case-insensitive; "sst-2" is "sst2"), else TaskError."""
     found = _LOOKUP.get(_key(name))
     if found is None:
