@@ -1,9 +1,9 @@
-"""The ``qdqbench`` command: run | ls | validate | report | env.
+"""The ``qdqbench`` command: run | ls | validate | report | compare | merge | history | env.
 
 Thin: it parses arguments, calls the library and maps outcomes to exit codes:
-0 everything ok · 2 usage or input error (one line per problem) · 3 some cells failed ·
-130 interrupted (the run folder resumes with ``qdqbench run --resume DIR``).
-``ls`` and ``validate`` never import torch.
+0 everything ok · 1 a ``--fail-on`` gate failed · 2 usage or input error (one line per problem) ·
+3 some cells failed · 130 interrupted (the run folder resumes with ``qdqbench run --resume DIR``).
+``ls``, ``validate``, ``compare``, ``merge`` and ``history`` never import torch.
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ import json
 import sys
 from pathlib import Path
 
-from qdqbench import __version__
+from qdqbench import __version__, compare, history, merge
 from qdqbench.errors import QdqbenchError
+from qdqbench.gates import add_fail_on_argument
+from qdqbench.shard import add_shard_argument
 
 EXIT_OK, EXIT_GATE, EXIT_INPUT, EXIT_CELLS = 0, 1, 2, 3
 
@@ -37,10 +39,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", type=Path, metavar="DIR", help="resume an interrupted run folder (skips finished cells)")
     run.add_argument("--out", type=Path, metavar="DIR", help="parent folder for the run folder (default: the suite's output.dir)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_shard_argument(run)
+    add_fail_on_argument(run, "run")
 
     ls = sub.add_parser("ls", help="print the expanded matrix of a suite (no torch import)")
     suite_args(ls)
     ls.add_argument("--json", action="store_true", help="one JSON object per cell")
+    add_shard_argument(ls)
 
     val = sub.add_parser("validate", help="validate a suite: schema, references, models, tasks, data")
     suite_args(val)
@@ -50,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--format", dest="formats", action="append", choices=["html", "md", "csv"],
                      help="formats to write (default: html, md, csv)")
 
+    compare.add_parser(sub)
+    merge.add_parser(sub)
+    history.add_parser(sub)
     sub.add_parser("env", help="print versions, CPU/GPU and git facts as JSON")
     return p
 
@@ -76,24 +84,37 @@ def preflight(suite, *, fetch: bool = False) -> list[str]:
         if p:
             problems.append(p)
     for tname, t in suite.tasks.items():
-        if t.kind == "glue":
-            try:
-                task = get_task(t.name or tname)
-            except QdqbenchError as exc:
-                problems.append(f"tasks.{tname}: {exc}")
-                continue
-            if t.data_dir and not Path(t.data_dir).is_dir():
-                problems.append(f"tasks.{tname}.data_dir: {t.data_dir} does not exist")
-            elif t.data_dir and not (Path(t.data_dir) / task.glue_dir).is_dir():
-                problems.append(f"tasks.{tname}.data_dir: {t.data_dir} has no {task.glue_dir}/ folder")
+        if t.kind == "embedding-fidelity":
+            continue
+        try:
+            task = get_task(t.name or ("squad" if t.kind == "squad" else tname))
+        except QdqbenchError as exc:
+            problems.append(f"tasks.{tname}: {exc}")
+            continue
+        if (getattr(task, "kind", "") == "qa") != (t.kind == "squad"):
+            problems.append(f"tasks.{tname}: task '{task.name}' does not match kind '{t.kind}'")
+        elif t.data_dir and not Path(t.data_dir).is_dir():
+            problems.append(f"tasks.{tname}.data_dir: {t.data_dir} does not exist")
+        elif t.data_dir and t.kind == "glue" and not (Path(t.data_dir) / task.glue_dir).is_dir() \
+                and not (Path(t.data_dir) / "glue" / task.glue_dir).is_dir():
+            problems.append(f"tasks.{tname}.data_dir: {t.data_dir} has no {task.glue_dir}/ folder")
     return problems
 
 
-def cmd_ls(args) -> int:
+def _cells(suite, shard: str | None):
+    from qdqbench.shard import parse_shard, shard_cells
     from qdqbench.suite import expand
 
-    suite = _load(args)
     cells = expand(suite)
+    if not shard:
+        return cells, None
+    k, n = parse_shard(shard)
+    return shard_cells(cells, k, n, suite), (k, n)
+
+
+def cmd_ls(args) -> int:
+    suite = _load(args)
+    cells, _ = _cells(suite, args.shard)
     for c in cells:
         if args.json:
             print(json.dumps({"cell": c.id, "model": c.model, "task": c.task, "scheme": c.scheme,
@@ -121,25 +142,33 @@ def cmd_validate(args) -> int:
 def cmd_run(args) -> int:
     from rich.console import Console
 
+    from qdqbench.gates import check_gates, parse_gates
+    from qdqbench.results import load_run_info
     from qdqbench.runner import Runner, load_run_suite, new_run_dir
 
     console = Console(stderr=True)
+    gates = parse_gates(args.fail_on, "run")
     if args.resume:
-        if args.suite or args.sets or args.model_path or args.data_dir:
-            raise QdqbenchError("--resume takes the suite stored in the run folder; give no suite or overrides")
+        if args.suite or args.sets or args.model_path or args.data_dir or args.shard:
+            raise QdqbenchError("--resume takes the suite and shard stored in the run folder; give no suite or overrides")
         suite, run_dir, suite_path = load_run_suite(args.resume), args.resume, None
+        shard = load_run_info(run_dir).get("shard")
+        shard_text = f"{shard['index']}/{shard['count']}" if shard else None
     else:
         if args.suite is None:
             raise QdqbenchError("run: give a suite file, or --resume DIR")
-        suite, suite_path = _load(args), args.suite
-        run_dir = new_run_dir(suite, args.out)
+        suite, suite_path, shard_text = _load(args), args.suite, args.shard
+    cells, shard = _cells(suite, shard_text)
+    if not args.resume:
+        run_dir = new_run_dir(suite, args.out, shard)
     problems = preflight(suite, fetch=True)
     if problems:
         for p in problems:
             print(p, file=sys.stderr)
         return EXIT_INPUT
     console.print(f"run folder: {run_dir}")
-    summary = Runner(suite, run_dir, suite_path=suite_path, console=console, show_progress=not args.quiet).run()
+    summary = Runner(suite, run_dir, suite_path=suite_path, console=console, show_progress=not args.quiet,
+                     cells=cells, shard=shard).run()
     paths = _write_report(run_dir, suite.output.formats, console)
     _print_summary(summary, console)
     if summary.interrupted:
@@ -147,7 +176,12 @@ def cmd_run(args) -> int:
     if paths:
         console.print(f"report: {paths[0]}")
     print(run_dir)
-    return summary.exit_code
+    failed_gates = [f for o in check_gates(summary.records, gates) for f in o.failures]
+    for f in failed_gates:
+        console.print(f"[red]gate failed[/red]: {f}")
+    if summary.interrupted:
+        return summary.exit_code
+    return EXIT_GATE if failed_gates else summary.exit_code
 
 
 def _write_report(run_dir: Path, formats, console) -> list[Path]:
@@ -220,7 +254,8 @@ def cmd_env(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = _parser().parse_args(argv)
-    handler = {"run": cmd_run, "ls": cmd_ls, "validate": cmd_validate, "report": cmd_report, "env": cmd_env}[args.command]
+    handler = {"run": cmd_run, "ls": cmd_ls, "validate": cmd_validate, "report": cmd_report, "env": cmd_env,
+               "compare": compare.run, "merge": merge.run, "history": history.run}[args.command]
     try:
         return handler(args)
     except QdqbenchError as exc:

@@ -111,11 +111,17 @@ def check(name: str, spec, *, fetch: bool = False) -> str | None:
 
 
 def load_model(resolved: ResolvedModel, head: str):
-    """(model, tokenizer) in fp32, eval mode, eager attention. ``head``: 'classification' | 'encoder'."""
-    import torch
-    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+    """(model, tokenizer) in fp32, eval mode, eager attention.
 
-    cls = AutoModelForSequenceClassification if head == "classification" else AutoModel
+    ``head``: 'classification', 'encoder' or 'question-answering' (returned wrapped by
+    ``StackedQA`` so start and end logits travel as one (batch, seq, 2) output).
+    """
+    import torch
+    from transformers import (AutoModel, AutoModelForQuestionAnswering,
+                              AutoModelForSequenceClassification, AutoTokenizer)
+
+    cls = {"classification": AutoModelForSequenceClassification, "encoder": AutoModel,
+           "question-answering": AutoModelForQuestionAnswering}[head]
     try:
         model = cls.from_pretrained(str(resolved.path), attn_implementation="eager", dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(str(resolved.path))
@@ -124,4 +130,35 @@ def load_model(resolved: ResolvedModel, head: str):
             f"model '{resolved.name}': cannot load {resolved.path}: {type(exc).__name__}: {str(exc).splitlines()[0]}"
         ) from exc
     model.eval()
+    if head == "question-answering":
+        model = stacked_qa(model)
     return model, tokenizer
+
+
+def stacked_qa(model):
+    """Wrap a question-answering model so its output has ``qa_logits`` = stack(start, end, -1).
+
+    One output tensor keeps the ONNX export, every engine's ``predict`` and the batching code the
+    same as for classification. ``config`` and ``base_model`` pass through, so Q/DQ placement
+    finds the encoder.
+    """
+    from types import SimpleNamespace
+
+    import torch
+    from torch import nn
+
+    class StackedQA(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+            self.config = inner.config
+
+        @property
+        def base_model(self):
+            return self.inner.base_model
+
+        def forward(self, input_ids=None, attention_mask=None, token_type_ids=None):
+            out = self.inner(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+            return SimpleNamespace(qa_logits=torch.stack([out.start_logits, out.end_logits], dim=-1))
+
+    return StackedQA(model).eval()

@@ -69,15 +69,17 @@ class RunSummary:
         return 3 if self.failed else 0
 
 
-def new_run_dir(suite: Suite, base: Path | None = None) -> Path:
-    """``<output.dir>/<suite>-<UTC time>``, unique."""
+def new_run_dir(suite: Suite, base: Path | None = None, shard: tuple[int, int] | None = None) -> Path:
+    """``<output.dir>/<suite>-<UTC time>[-shardKofN]``, unique."""
     root = Path(base or suite.output.dir)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    path = root / f"{suite.name}-{stamp}"
+    # Shards start in the same second on different machines: the shard is part of the name.
+    suffix = f"-shard{shard[0]}of{shard[1]}" if shard else ""
+    path = root / f"{suite.name}-{stamp}{suffix}"
     n = 1
     while path.exists():
         n += 1
-        path = root / f"{suite.name}-{stamp}-{n}"
+        path = root / f"{suite.name}-{stamp}{suffix}-{n}"
     return path
 
 
@@ -99,22 +101,27 @@ class TaskData:
     resolved: Any
     model: Any  # the fp32 transformers model (never modified: variants are deep copies)
     tokenizer: Any
-    task: Any  # GlueTask, or None for embedding fidelity
-    output: str  # "logits" or "last_hidden_state"
-    eval_encoded: Any
-    calib_encoded: Any
-    labels: np.ndarray | None
-    label_perm: np.ndarray | None
+    task: Any  # GlueTask / SquadTask, or None for embedding fidelity
+    output: str  # "logits", "qa_logits" (start/end stacked) or "last_hidden_state"
+    eval_encoded: Any  # anything with .batches(batch_size), as evaluate.Encoded
+    calib_pool: Any  # Encoded (fidelity) or examples to sample from per scheme
+    scorer: Any  # scoring.GlueScorer / QAScorer; None for embedding fidelity
+    reduce: Any  # per-batch output reduction for run_batches (pooling, padding) or None
     texts: list[str]  # real text for timing inputs
     max_length: int
+    notes: dict[str, Any] = field(default_factory=dict)  # e.g. a calibration-data deviation
+    task_key: str = ""  # the suite's key of the task
 
 
 class Runner:
     """Runs (or resumes) a suite into a run folder."""
 
     def __init__(self, suite: Suite, run_dir: Path, *, suite_path: Path | None = None,
-                 console=None, show_progress: bool = True):
+                 console=None, show_progress: bool = True, cells: list[Cell] | None = None,
+                 shard: tuple[int, int] | None = None):
         self.suite = suite
+        self.cells = cells if cells is not None else expand(suite)
+        self.shard = shard
         self.run_dir = Path(run_dir)
         self.suite_path = suite_path
         self.store = ResultStore(self.run_dir / RESULTS)
@@ -140,6 +147,8 @@ class Runner:
             "finished_at": finished,
             "accuracy_bound": {"bound": self.suite.accuracy.bound, "mode": self.suite.accuracy.mode},
             "timing": self.suite.timing.model_dump() | {"threads_used": self._threads()},
+            "shard": {"index": self.shard[0], "count": self.shard[1]} if self.shard else None,
+            "cells": len(self.cells),
             **environment(),
         }
         previous = self.run_dir / RUN_JSON
@@ -164,7 +173,7 @@ class Runner:
         (self.run_dir / SUITE_JSON).write_text(self.suite.model_dump_json(indent=2), encoding="utf-8")
         started = now()
         self._write_run_json(started, None)
-        cells = expand(self.suite)
+        cells = self.cells
         done = self.store.finished()
         summary = RunSummary(self.run_dir, reused=sum(1 for c in cells if c.id in done))
         pending = [c for c in cells if c.id not in done]
@@ -199,6 +208,7 @@ class Runner:
     def _run_group(self, mname: str, tname: str, cells: list[Cell], summary: RunSummary, progress, task_id) -> None:
         try:
             data = self._load_task_data(mname, tname)
+            data.task_key = tname
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # noqa: BLE001 — the whole group fails with one reason
@@ -261,24 +271,30 @@ class Runner:
         from qdqbench.tasks.base import TextExample
 
         mspec, tspec = self.suite.models[mname], self.suite.tasks[tname]
+        max_length = tspec.max_length or mspec.max_length
         resolved = models.resolve(mname, mspec)
         self._say(f"{mname}: weights from {resolved.source}")
         if tspec.kind == "embedding-fidelity":
-            from qdqbench.tasks.fidelity import split_texts
+            from qdqbench.tasks.fidelity import mean_pool, split_texts
 
             model, tok = models.load_model(resolved, "encoder")
             calib, evals = split_texts(tspec.texts, seed=self.suite.seed)
             return TaskData(
                 resolved, model, tok, None, "last_hidden_state",
-                encode(tok, [TextExample(t) for t in evals], mspec.max_length),
-                encode(tok, [TextExample(t) for t in calib], mspec.max_length),
-                None, None, evals + calib, mspec.max_length,
+                encode(tok, [TextExample(t) for t in evals], max_length),
+                encode(tok, [TextExample(t) for t in calib], max_length),
+                None, lambda o, f: mean_pool(o, f["attention_mask"]).astype(np.float32),
+                evals + calib, max_length,
             )
         from qdqbench.tasks import get_task
+
+        task = get_task(tspec.name or ("squad" if tspec.kind == "squad" else tname))
+        data_dir = Path(tspec.data_dir) if tspec.data_dir else None
+        if getattr(task, "kind", "") == "qa":
+            return self._load_qa_data(resolved, task, tspec, data_dir, max_length)
+        from qdqbench.scoring import GlueScorer
         from qdqbench.tasks.glue import align_labels
 
-        task = get_task(tspec.name or tname)
-        data_dir = Path(tspec.data_dir) if tspec.data_dir else None
         model, tok = models.load_model(resolved, "classification")
         perm = align_labels(task, model.config.id2label)
         if not task.is_regression and model.config.num_labels != len(task.label_names):
@@ -288,26 +304,50 @@ class Runner:
         if tspec.eval_limit:
             evals = evals[: tspec.eval_limit]
         train = task.load(task.calibration_split, data_dir)
-        labels = task.label_array(evals)
+        notes = {"label_permutation": [int(i) for i in perm]} if perm is not None else {}
         return TaskData(
-            resolved, model, tok, task, "logits",
-            encode(tok, evals, mspec.max_length),
-            train,  # encoded lazily per scheme: the sample depends on the scheme's settings
-            labels, perm, [e.text_a + (" " + e.text_b if e.text_b else "") for e in evals], mspec.max_length,
+            resolved, model, tok, task, "logits", encode(tok, evals, max_length), train,
+            GlueScorer(task, task.label_array(evals), perm), None,
+            [e.text_a + (" " + e.text_b if e.text_b else "") for e in evals], max_length, notes,
         )
 
-    def _calibration_encoded(self, data: TaskData, scheme: SchemeSpec):
+    def _load_qa_data(self, resolved, task, tspec, data_dir: Path | None, max_length: int) -> TaskData:
+        from qdqbench import models
+        from qdqbench.scoring import QAScorer
+
+        model, tok = models.load_model(resolved, "question-answering")
+        needed = max((s.calibration.samples for s in self.suite.schemes.values() if s.kind != "fp32"), default=0)
+        split = task.calibration_examples(data_dir, needed, self.suite.seed,
+                                          allow_dev_calibration=tspec.allow_dev_calibration)
+        evals = split.evaluation[: tspec.eval_limit] if tspec.eval_limit else split.evaluation
+        features = task.prepare_features(tok, evals, max_length=max_length, doc_stride=tspec.doc_stride,
+                                         max_query_length=tspec.max_query_length)
+        notes = {"calibration_source": split.source}
+        if split.note:
+            notes["calibration_note"] = split.note
+        return TaskData(
+            resolved, model, tok, task, "qa_logits", features, split.calibration,
+            QAScorer(task, features, evals), features.pad_output,
+            [e.context for e in evals], max_length, notes,
+        )
+
+    def _calibration_batches(self, data: TaskData, scheme: SchemeSpec):
+        """The scheme's calibration sample (reproducible by its seed), batched."""
         from qdqbench.evaluate import Encoded, encode
 
         cal = scheme.calibration
-        if isinstance(data.calib_encoded, Encoded):
-            pool = data.calib_encoded
-            n = len(pool.input_ids)
-            idx = np.random.default_rng(cal.seed).choice(n, size=min(cal.samples, n), replace=False)
-            return Encoded([pool.input_ids[i] for i in idx], [pool.token_type_ids[i] for i in idx], pool.pad_id)
-        examples = data.calib_encoded
-        idx = np.random.default_rng(cal.seed).choice(len(examples), size=min(cal.samples, len(examples)), replace=False)
-        return encode(data.tokenizer, [examples[i] for i in sorted(idx)], data.max_length)
+        pool = data.calib_pool
+        n = len(pool.input_ids) if isinstance(pool, Encoded) else len(pool)
+        idx = sorted(np.random.default_rng(cal.seed).choice(n, size=min(cal.samples, n), replace=False))
+        if isinstance(pool, Encoded):
+            sample = Encoded([pool.input_ids[i] for i in idx], [pool.token_type_ids[i] for i in idx], pool.pad_id)
+        elif getattr(data.task, "kind", "") == "qa":
+            tspec = self.suite.tasks[data.task_key]
+            sample = data.task.prepare_features(data.tokenizer, [pool[i] for i in idx], max_length=data.max_length,
+                                                doc_stride=tspec.doc_stride, max_query_length=tspec.max_query_length)
+        else:
+            sample = encode(data.tokenizer, [pool[i] for i in idx], data.max_length)
+        return len(idx), sample.batches(cal.batch_size)
 
     def _build_variant(self, data: TaskData, sname: str):
         """The fp32 model itself, or a calibrated QDQBERT copy of it (amaxes saved as an artifact)."""
@@ -324,16 +364,20 @@ class Runner:
         )
         model = quantize_bert(copy.deepcopy(data.model), settings)
         t0 = time.perf_counter()
-        calib = self._calibration_encoded(data, scheme)
+        n, batches = self._calibration_batches(data, scheme)
         forward = torch_forward(model, data.output)
         with calibrating(model):
-            for _, feeds in calib.batches(scheme.calibration.batch_size):
+            for _, feeds in batches:
                 forward(feeds)
         amaxes = finish_calibration(model, scheme.calibration.method, percentile=scheme.calibration.percentile)
+        # The calibrated ranges are an artifact: reviewers compare them across runs and calibrators.
+        amax_path = self.run_dir / "artifacts" / data.resolved.name / data.task_key / sname / "amax.json"
+        write_json_atomic(amax_path, amaxes)
         info = {
-            "calibration": {"method": scheme.calibration.method, "samples": len(calib.input_ids),
-                            "seconds": round(time.perf_counter() - t0, 3)},
+            "calibration": {"method": scheme.calibration.method, "samples": n,
+                            "seconds": round(time.perf_counter() - t0, 3), **data.notes},
             "quantizers": count_quantizers(model),
+            "amax": str(amax_path.relative_to(self.run_dir)),
         }
         return _Variant(model, info, amaxes)
 
@@ -341,7 +385,6 @@ class Runner:
 
     def _torch_outputs(self, cell: Cell, data: TaskData, variant: "_Lazy") -> np.ndarray:
         from qdqbench.evaluate import run_batches, torch_forward
-        from qdqbench.tasks.fidelity import mean_pool
 
         key = (cell.model, cell.task, cell.scheme, "torch")
         if key in self._outputs:
@@ -351,8 +394,7 @@ class Runner:
             out = np.load(path)
         else:
             bs = self.suite.tasks[cell.task].eval_batch_size
-            reduce = (lambda o, f: mean_pool(o, f["attention_mask"]).astype(np.float32)) if data.task is None else None
-            out = run_batches(data.eval_encoded, bs, torch_forward(variant.get().model, data.output), reduce=reduce)
+            out = run_batches(data.eval_encoded, bs, torch_forward(variant.get().model, data.output), reduce=data.reduce)
             np.save(path, out)
         self._outputs[key] = out
         return out
@@ -364,39 +406,32 @@ class Runner:
 
     def _score(self, cell: Cell, data: TaskData, outputs: np.ndarray, precision: str,
                extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        from qdqbench.stats import bootstrap_ci, changed_predictions, paired_bootstrap_delta
+        from qdqbench.stats import bootstrap_ci, paired_bootstrap_delta
         from qdqbench.verdict import make_verdict
 
-        task, acc = data.task, self.suite.accuracy
-        logits = outputs[:, data.label_perm] if data.label_perm is not None else outputs
-        preds = task.predictions(logits)
-        scores = task.score(preds, data.labels)
+        task, acc, scorer = data.task, self.suite.accuracy, data.scorer
+        preds = scorer.predictions(outputs)
+        scores = scorer.scores(preds)
         metrics = []
         for spec in task.metrics:
             lo = hi = None
             if acc.bootstrap:
-                lo, hi = bootstrap_ci(spec.fn, preds, data.labels, n_resamples=acc.bootstrap, seed=self.suite.seed)
+                fn, p, y = scorer.bootstrap_inputs(preds, spec.name)
+                lo, hi = bootstrap_ci(fn, p, y, n_resamples=acc.bootstrap, seed=self.suite.seed)
             metrics.append(Metric(name=spec.name, value=scores[spec.name], unit="ratio",
                                   higher_is_better=spec.higher_is_better, ci_low=lo, ci_high=hi))
-        details: dict[str, Any] = {"primary_metric": task.primary_metric, "examples": int(len(preds))}
-        if data.label_perm is not None:
-            details["label_permutation"] = [int(i) for i in data.label_perm]
+        details: dict[str, Any] = {"primary_metric": task.primary_metric, "examples": scorer.count(preds), **data.notes}
         verdict = None
         if self.suite.schemes[cell.scheme].kind != "fp32" or cell.backend != "torch":
-            base_out = self._baseline_outputs(cell, data)
-            base_logits = base_out[:, data.label_perm] if data.label_perm is not None else base_out
-            base_preds = task.predictions(base_logits)
-            primary = next(s for s in task.metrics if s.name == task.primary_metric)
-            baseline = task.score(base_preds, data.labels)[task.primary_metric]
+            base_preds = scorer.predictions(self._baseline_outputs(cell, data))
+            baseline = scorer.scores(base_preds)[task.primary_metric]
             drop_ci = None
             if acc.bootstrap:
-                _, lo, hi = paired_bootstrap_delta(primary.fn, base_preds, preds, data.labels,
-                                                   n_resamples=acc.bootstrap, seed=self.suite.seed)
+                fn, base_p, y = scorer.bootstrap_inputs(base_preds, task.primary_metric)
+                _, p, _ = scorer.bootstrap_inputs(preds, task.primary_metric)
+                _, lo, hi = paired_bootstrap_delta(fn, base_p, p, y, n_resamples=acc.bootstrap, seed=self.suite.seed)
                 drop_ci = (lo, hi)
-            # A regression prediction "changes" when it moves by more than 0.05 (1% of the STS-B
-            # 0–5 scale); any float difference would count every example.
-            tol = 0.05 if task.is_regression else None
-            details["changed"] = int(changed_predictions(base_preds, preds, regression_tolerance=tol))
+            details["changed"] = scorer.changed(base_preds, preds)
             verdict = make_verdict(task.primary_metric, baseline, scores[task.primary_metric],
                                    acc.bound, acc.mode, drop_ci)
         details.update(extra or {})
@@ -466,7 +501,6 @@ class Runner:
     def _engine_outputs(self, cell: Cell, data: TaskData) -> tuple[np.ndarray, Any]:
         from qdqbench.backends import get_backend
         from qdqbench.evaluate import run_batches
-        from qdqbench.tasks.fidelity import mean_pool
 
         backend = get_backend(cell.backend)
         reason = backend.unavailable_reason()
@@ -476,22 +510,15 @@ class Runner:
         session = backend.prepare(self._engine_artifact(cell), self._engine_precision(cell), shapes,
                                   threads=self._threads())
         bs = self.suite.tasks[cell.task].eval_batch_size
-        reduce = (lambda o, f: mean_pool(o, f["attention_mask"]).astype(np.float32)) if data.task is None else None
-        return run_batches(data.eval_encoded, bs, session.predict, reduce=reduce), session
+        return run_batches(data.eval_encoded, bs, session.predict, reduce=data.reduce), session
 
     def _accuracy_engine(self, cell: Cell, data: TaskData, variant: "_Lazy") -> dict[str, Any]:
-        from qdqbench.stats import changed_predictions
-
         t0 = time.perf_counter()
         out, session = self._engine_outputs(cell, data)
         torch_cell = Cell(cell.model, cell.task, cell.scheme, "torch", cell.kind)
         ref = self._torch_outputs(torch_cell, data, variant)
-        perm = data.label_perm
-        ref_preds = data.task.predictions(ref[:, perm] if perm is not None else ref)
-        preds = data.task.predictions(out[:, perm] if perm is not None else out)
-        tol = 0.05 if data.task.is_regression else None  # see _score
         extra = {"eval_s": round(time.perf_counter() - t0, 3), "engine": session.info,
-                 "changed_vs_torch": int(changed_predictions(ref_preds, preds, regression_tolerance=tol)),
+                 "changed_vs_torch": data.scorer.changed(data.scorer.predictions(ref), data.scorer.predictions(out)),
                  "max_abs_diff_vs_torch": float(np.abs(out - ref).max())}
         return self._score(cell, data, out, session.precision, extra)
 

@@ -21,7 +21,7 @@ from qdqbench.errors import SuiteError, did_you_mean
 BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
 GROUPS = ("linear", "matmul", "residual")
 CALIBRATION_METHODS = ("max", "entropy", "percentile", "mse")
-TASK_KINDS = ("glue", "embedding-fidelity")
+TASK_KINDS = ("glue", "squad", "embedding-fidelity")
 
 
 class _Strict(BaseModel):
@@ -55,13 +55,19 @@ class ModelSpec(_Strict):
 
 
 class TaskSpec(_Strict):
-    """A task: GLUE-style classification/regression, or the offline embedding-fidelity task."""
+    """A task: GLUE classification/regression, SQuAD v1.1, or the offline embedding-fidelity task."""
 
-    kind: Literal["glue", "embedding-fidelity"] = "glue"
-    name: str | None = None  # registry name; defaults to the suite key
-    data_dir: str | None = None  # GLUE layout folder (glue_data/<TASK>/...); None: the Hub
+    kind: Literal["glue", "squad", "embedding-fidelity"] = "glue"
+    name: str | None = None  # registry name; defaults to the suite key ("squad" for kind squad)
+    data_dir: str | None = None  # GLUE layout folder (glue_data/<TASK>/...) or SQuAD json folder; None: the Hub
     eval_limit: int | None = Field(None, ge=1)  # score only the first N dev examples (smoke runs)
     eval_batch_size: int = Field(32, ge=1)
+    max_length: int | None = Field(None, ge=8, le=4096)  # overrides the model's max_length
+    # SQuAD: window stride over long contexts, and whether calibration may use held-out dev
+    # paragraphs when no train split is available locally (recorded as a deviation).
+    doc_stride: int = Field(128, ge=1)
+    max_query_length: int = Field(64, ge=1)
+    allow_dev_calibration: bool = False
     # embedding-fidelity: texts from Python's own documentation (pydoc_data.topics), offline.
     texts: int = Field(256, ge=8)
 

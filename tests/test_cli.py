@@ -98,3 +98,11 @@ def test_env_prints_json(capsys):
     assert main(["env"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["versions"]["python"] and "cpu" in info["machine"]
+
+
+def test_bad_shard_and_gate_are_input_errors(tiny_suite, capsys):
+    assert main(["ls", str(tiny_suite), "--shard", "3/2"]) == 2
+    assert "shard" in capsys.readouterr().err
+    assert main(["run", str(tiny_suite), "--fail-on", "acuracy-drop>1%"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "did you mean" in err[0]

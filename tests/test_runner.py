@@ -147,3 +147,60 @@ def test_interrupt_keeps_results_and_says_how_to_resume(tiny_suite, tmp_path, mo
     assert summary.interrupted and summary.exit_code == 130
     assert len(ResultStore(tmp_path / "run" / "results.jsonl").read()) == 2
     assert json.loads((tmp_path / "run" / "run.json").read_text())["finished_at"]
+
+
+def test_squad_runs_end_to_end_on_a_tiny_qa_model(tiny_checkpoint, tmp_path):
+    """SQuAD: features, stacked start/end logits through torch, export and the engine; EM/F1 with CIs."""
+    import yaml
+
+    qa = [("what was great", "the movie"), ("what was good", "the music"),
+          ("how was the music", "very good"), ("how was the movie", "great")]
+    paragraphs = []
+    for p, extra in enumerate(["", " , i loved it", " , not boring"]):
+        context = "the movie was great and the music was very good" + extra
+        paragraphs.append({"context": context, "qas": [
+            {"id": f"p{p}q{i}", "question": q, "answers": [{"text": a, "answer_start": context.index(a)}]}
+            for i, (q, a) in enumerate(qa)]})
+    data = {"version": "1.1", "data": [{"title": "t", "paragraphs": paragraphs}]}
+    squad_dir = tmp_path / "squad"
+    squad_dir.mkdir()
+    (squad_dir / "dev-v1.1.json").write_text(json.dumps(data), encoding="utf-8")
+    suite = tmp_path / "qa.yaml"
+    suite.write_text(yaml.safe_dump({
+        "name": "qa",
+        "models": {"tiny": {"path": str(tiny_checkpoint), "tasks": ["squad"]}},
+        "tasks": {"squad": {"kind": "squad", "data_dir": str(squad_dir), "max_length": 48, "doc_stride": 16, "max_query_length": 8,
+                            "allow_dev_calibration": True}},
+        "schemes": {"fp32": {"kind": "fp32"}, "int8": {"calibration": {"samples": 2, "batch_size": 2}}},
+        "backends": ["torch", "onnxruntime"],
+        "shapes": {"batch": [1], "seq": [16]},
+        "accuracy": {"bootstrap": 20},
+        "timing": {"warmup_s": 0.0, "warmup_iters": 1, "min_iters": 2, "min_duration_s": 0.0, "threads": 1},
+    }), encoding="utf-8")
+    out = tmp_path / "runs"
+    assert main(["run", str(suite), "--out", str(out), "--quiet"]) == 0
+    records = {r.cell: r for r in load_records(_only_run_dir(out))}
+    fp32 = records["tiny/squad/fp32/torch/accuracy"]
+    assert {m.name for m in fp32.metrics} == {"exact_match", "f1"}
+    assert fp32.details["calibration_source"] == "dev"
+    # Calibration held out whole paragraphs: fewer questions are scored than the file has.
+    assert fp32.details["examples"] < 12
+    for backend in ("torch", "onnxruntime"):
+        r = records[f"tiny/squad/int8/{backend}/accuracy"]
+        assert r.verdict is not None and r.verdict.metric == "f1"
+        assert 0.0 <= r.metric("f1").value <= 1.0
+    eng = records["tiny/squad/int8/onnxruntime/accuracy"]
+    assert eng.precision == "int8" and "changed_vs_torch" in eng.details
+
+
+def test_shard_runs_only_its_cells_and_gates_fail_the_run(tiny_suite, tmp_path):
+    out = tmp_path / "runs"
+    # A 0-point drop bound with a quantized model: the gate is evaluated on stored verdicts.
+    rc = main(["run", str(tiny_suite), "--out", str(out), "--quiet", "--shard", "1/1",
+               "--fail-on", "failed-cells>0"])
+    assert rc == 0
+    (run_dir,) = list(out.iterdir())
+    assert run_dir.name.endswith("-shard1of1")
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["shard"] == {"index": 1, "count": 1}
+    assert main(["run", str(tiny_suite), "--out", str(out), "--quiet", "--fail-on", "latency-p99+5%"]) == 2
