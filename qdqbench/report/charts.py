@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from html import escape
-from typing import Collection, Sequence
+from typing import Callable, Collection, Mapping, Sequence
 
 from qdqbench.report.rows import ThroughputChart, fmt_throughput
 
@@ -34,6 +34,21 @@ def nice_ticks(upper: float, count: int = 5) -> list[float]:
     return [i * step for i in range(n + 1)]
 
 
+def nice_range(low: float, high: float, count: int = 5) -> list[float]:
+    """Round tick values covering [low, high] (steps of 1, 2 or 5 times a power of ten)."""
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return [0.0, 1.0]
+    if high - low <= 0:
+        pad = abs(high) * 0.01 or 1.0  # a flat trend: a small band around its level
+        low, high = low - pad, high + pad
+    raw = (high - low) / count
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    start = math.floor(low / step + 1e-9)
+    stop = math.ceil(high / step - 1e-9)
+    return [i * step for i in range(start, stop + 1)]
+
+
 def line_chart_svg(
     series: Sequence[Series],
     *,
@@ -44,14 +59,28 @@ def line_chart_svg(
     dashed: Collection[str] = (),
     width: int = 640,
     height: int = 300,
+    x_labels: Mapping[float, str] | None = None,
+    y_format: Callable[[float], str] = fmt_throughput,
+    zero_based: bool = True,
+    max_x_labels: int = 10,
 ) -> str:
-    """An SVG line chart of y against a categorical x; series named in ``dashed`` draw dashed."""
+    """An SVG line chart of y against a categorical x; series named in ``dashed`` draw dashed.
+
+    ``x_labels`` names x values (e.g. run dates); ``zero_based=False`` fits the y axis to the
+    data, for trends whose changes are small next to their level (an accuracy of 0.90 ± 0.01).
+    """
     left, right, top, bottom = 64, 170, 34, 48
     plot_w, plot_h = width - left - right, height - top - bottom
     xs = sorted({x for _, points in series for x, _ in points})
     ys = [y for _, points in series for _, y in points if math.isfinite(y)]
-    ticks = nice_ticks(max(ys, default=0.0))
-    y_max = ticks[-1]
+    if zero_based:
+        ticks = nice_ticks(max(ys, default=0.0))
+    else:
+        ticks = nice_range(min(ys, default=0.0), max(ys, default=1.0))
+    y_min, y_max = ticks[0], ticks[-1]
+    x_text = (lambda x: x_labels.get(x, str(x))) if x_labels is not None else str
+    # Label at most max_x_labels x values (a year of nightly runs would overprint otherwise).
+    label_every = max(1, math.ceil(len(xs) / max(1, max_x_labels)))
 
     inset = 24  # keep the first and last points off the axis and the legend
 
@@ -61,7 +90,7 @@ def line_chart_svg(
         return left + inset + (plot_w - 2 * inset) * xs.index(x) / (len(xs) - 1)
 
     def py(y: float) -> float:
-        return top + plot_h * (1 - y / y_max)
+        return top + plot_h * (1 - (y - y_min) / (y_max - y_min))
 
     e = escape
     out = [
@@ -75,11 +104,13 @@ def line_chart_svg(
         y = py(t)
         out.append(
             f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}" stroke="#eaeef2"/>'
-            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{fmt_throughput(t)}</text>'
+            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{e(y_format(t))}</text>'
         )
-    for x in xs:
+    for i, x in enumerate(xs):
+        if i % label_every:
+            continue
         out.append(
-            f'<text x="{px(x):.1f}" y="{top + plot_h + 18}" text-anchor="middle">{e(str(x))}</text>'
+            f'<text x="{px(x):.1f}" y="{top + plot_h + 18}" text-anchor="middle">{e(x_text(x))}</text>'
         )
     out.append(
         f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" '
@@ -105,7 +136,7 @@ def line_chart_svg(
         for a, b, x, y in pts:
             out.append(
                 f'<circle cx="{a:.1f}" cy="{b:.1f}" r="3.5" fill="{colour}">'
-                f"<title>{e(name)}, {e(x_label)} {e(str(x))}: {fmt_throughput(y)}</title></circle>"
+                f"<title>{e(name)}, {e(x_label)} {e(x_text(x))}: {e(y_format(y))}</title></circle>"
             )
         ly = top + 8 + 18 * i  # legend entry
         lx = left + plot_w + 16

