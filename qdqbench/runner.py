@@ -316,7 +316,8 @@ class Runner:
         from qdqbench.scoring import QAScorer
 
         model, tok = models.load_model(resolved, "question-answering")
-        needed = max((s.calibration.samples for s in self.suite.schemes.values() if s.kind != "fp32"), default=0)
+        needed = max((self._calibration_spec(s).samples for s in self.suite.schemes.values() if s.kind != "fp32"),
+                     default=0)
         split = task.calibration_examples(data_dir, needed, self.suite.seed,
                                           allow_dev_calibration=tspec.allow_dev_calibration)
         evals = split.evaluation[: tspec.eval_limit] if tspec.eval_limit else split.evaluation
@@ -331,11 +332,25 @@ class Runner:
             [e.context for e in evals], max_length, notes,
         )
 
+    @staticmethod
+    def _calibration_spec(scheme: SchemeSpec):
+        """The scheme's calibration settings (a peer recipe states its own in ``peer``)."""
+        if not scheme.is_peer:
+            return scheme.calibration
+        from qdqbench.peers import calibration_plan
+        from qdqbench.suite import CalibrationSpec
+
+        plan = calibration_plan(scheme.kind, scheme.peer)
+        if plan is None:
+            return CalibrationSpec(samples=1)
+        samples, batch_size, seed = plan
+        return CalibrationSpec(samples=samples, batch_size=batch_size, seed=seed)
+
     def _calibration_batches(self, data: TaskData, scheme: SchemeSpec):
         """The scheme's calibration sample (reproducible by its seed), batched."""
         from qdqbench.evaluate import Encoded, encode
 
-        cal = scheme.calibration
+        cal = self._calibration_spec(scheme)
         pool = data.calib_pool
         n = len(pool.input_ids) if isinstance(pool, Encoded) else len(pool)
         idx = sorted(np.random.default_rng(cal.seed).choice(n, size=min(cal.samples, n), replace=False))
@@ -356,7 +371,8 @@ class Runner:
         from qdqbench.quant.quantizer import calibrating, finish_calibration
 
         scheme = self.suite.schemes[sname]
-        if scheme.kind == "fp32":
+        if scheme.kind == "fp32" or scheme.is_peer:
+            # A peer recipe starts from the fp32 model; its own tool quantizes the export.
             return _Variant(data.model, {})
         settings = QDQSettings(
             bits=scheme.bits, groups=tuple(scheme.groups), per_channel_weights=scheme.weights == "per-channel",
@@ -464,6 +480,8 @@ class Runner:
         from qdqbench.export import check_qdq_structure, export_onnx
 
         scheme = self.suite.schemes[cell.scheme]
+        if scheme.is_peer:
+            return self._export_peer(cell, data, scheme)
         idx, feeds = data.eval_encoded.batches(2)[0]
         sample = {k: torch.from_numpy(v) for k, v in feeds.items()}
         info = export_onnx(variant.get().model, self._onnx_path(cell), sample, output=data.output)
@@ -486,6 +504,23 @@ class Runner:
         if error:
             out["error"] = error
         return out
+
+    def _export_peer(self, cell: Cell, data: TaskData, scheme: SchemeSpec) -> dict[str, Any]:
+        """Quantize the fp32 export with the peer's own tool (ONNX Runtime, ModelOpt)."""
+        from qdqbench.peers import build_peer_onnx, calibration_plan
+
+        fp32 = self._engine_artifact(Cell(cell.model, cell.task, self.suite.baseline_scheme, "onnx", "export"))
+        feeds = None
+        if calibration_plan(scheme.kind, scheme.peer) is not None:
+            _, batches = self._calibration_batches(data, scheme)
+            feeds = (f for _, f in batches)
+        facts = build_peer_onnx(scheme.kind, scheme.peer, fp32, self._onnx_path(cell), feeds,
+                                torch_model=data.model, output=data.output)
+        details = {"path": str(self._onnx_path(cell).relative_to(self.run_dir)), "sha256": facts.get("sha256"),
+                   "op_counts": facts.get("op_counts", {}), "peer": facts}
+        metrics = [Metric(name="onnx_mb", value=round(facts.get("size_mb", 0.0), 3), unit="MB", higher_is_better=False),
+                   Metric(name="qdq_nodes", value=facts.get("qdq_nodes", 0), unit="nodes")]
+        return {"metrics": metrics, "details": details, "precision": "int8"}
 
     def _engine_artifact(self, cell: Cell) -> Path:
         path = self._onnx_path(cell)
@@ -515,11 +550,12 @@ class Runner:
     def _accuracy_engine(self, cell: Cell, data: TaskData, variant: "_Lazy") -> dict[str, Any]:
         t0 = time.perf_counter()
         out, session = self._engine_outputs(cell, data)
-        torch_cell = Cell(cell.model, cell.task, cell.scheme, "torch", cell.kind)
-        ref = self._torch_outputs(torch_cell, data, variant)
-        extra = {"eval_s": round(time.perf_counter() - t0, 3), "engine": session.info,
-                 "changed_vs_torch": data.scorer.changed(data.scorer.predictions(ref), data.scorer.predictions(out)),
-                 "max_abs_diff_vs_torch": float(np.abs(out - ref).max())}
+        extra: dict[str, Any] = {"eval_s": round(time.perf_counter() - t0, 3), "engine": session.info}
+        if not self.suite.schemes[cell.scheme].is_peer:
+            # The engine against the torch model it was exported from: the export's fidelity.
+            ref = self._torch_outputs(Cell(cell.model, cell.task, cell.scheme, "torch", cell.kind), data, variant)
+            extra["changed_vs_torch"] = data.scorer.changed(data.scorer.predictions(ref), data.scorer.predictions(out))
+            extra["max_abs_diff_vs_torch"] = float(np.abs(out - ref).max())
         return self._score(cell, data, out, session.precision, extra)
 
     def _fidelity_engine(self, cell: Cell, data: TaskData, variant: "_Lazy") -> dict[str, Any]:

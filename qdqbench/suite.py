@@ -83,21 +83,40 @@ class CalibrationSpec(_Strict):
     seed: int = 0
 
 
-class SchemeSpec(_Strict):
-    """fp32 (the baseline) or a QDQBERT variant: bits, groups, weights, calibration, skips."""
+PEER_SCHEME_KINDS = ("ort-dynamic", "ort-static", "modelopt")
 
-    kind: Literal["fp32", "qdq"] = "qdq"
+
+class SchemeSpec(_Strict):
+    """fp32 (the baseline), a QDQBERT variant (bits, groups, weights, calibration, skips), or a
+    peer recipe (``ort-dynamic``, ``ort-static``, ``modelopt``) with its own ``peer`` settings."""
+
+    kind: Literal["fp32", "qdq", "ort-dynamic", "ort-static", "modelopt"] = "qdq"
     bits: int = Field(8, ge=4, le=8)
     groups: list[Literal["linear", "matmul", "residual"]] = Field(default_factory=lambda: list(GROUPS))
     weights: Literal["per-channel", "per-tensor"] = "per-channel"
     calibration: CalibrationSpec = Field(default_factory=CalibrationSpec)
     skip: list[str] = Field(default_factory=list)
+    peer: dict[str, Any] = Field(default_factory=dict)  # settings of a peer recipe, validated by qdqbench.peers
 
     @model_validator(mode="after")
-    def _qdq_needs_groups(self) -> "SchemeSpec":
+    def _kind_settings(self) -> "SchemeSpec":
         if self.kind == "qdq" and not self.groups:
             raise ValueError("a qdq scheme needs at least one group (linear, matmul, residual)")
+        if self.kind in PEER_SCHEME_KINDS:
+            from qdqbench.peers import missing_requirement, validate_settings
+
+            validate_settings(self.kind, self.peer)  # its error names the key, with did-you-mean
+            missing = missing_requirement(self.kind, self.peer)
+            if missing:
+                raise ValueError(missing)
+        elif self.peer:
+            raise ValueError(f"'peer' settings belong to a peer scheme kind ({', '.join(PEER_SCHEME_KINDS)})")
         return self
+
+    @property
+    def is_peer(self) -> bool:
+        """True for ONNX Runtime / ModelOpt recipes (no torch model of their own)."""
+        return self.kind in PEER_SCHEME_KINDS
 
 
 class ShapesSpec(_Strict):
@@ -171,6 +190,9 @@ class Suite(_Strict):
             problems.append(f"schemes: exactly one scheme of kind fp32 is needed as the baseline (found {len(fp32)})")
         if "torch" not in self.backends:
             problems.append("backends: 'torch' is needed (it is the accuracy reference)")
+        peers = [k for k, s in self.schemes.items() if s.is_peer]
+        if peers and self.backends == ["torch"]:
+            problems.append(f"schemes.{peers[0]}: a peer recipe runs on an engine; add one to backends")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -214,7 +236,8 @@ def expand(suite: Suite) -> list[Cell]:
             order = [suite.baseline_scheme] + [s for s in suite.schemes if s != suite.baseline_scheme]
             for sname in order:
                 scheme = suite.schemes[sname]
-                if score_kind == "accuracy" or scheme.kind != "fp32":
+                # fp32 fidelity against itself says nothing; a peer recipe has no torch model.
+                if (score_kind == "accuracy" or scheme.kind != "fp32") and not scheme.is_peer:
                     cells.append(Cell(mname, tname, sname, "torch", score_kind))
                 if not engines:
                     continue

@@ -204,3 +204,31 @@ def test_shard_runs_only_its_cells_and_gates_fail_the_run(tiny_suite, tmp_path):
     info = json.loads((run_dir / "run.json").read_text())
     assert info["shard"] == {"index": 1, "count": 1}
     assert main(["run", str(tiny_suite), "--out", str(out), "--quiet", "--fail-on", "latency-p99+5%"]) == 2
+
+
+def test_peer_recipes_run_in_the_same_matrix(make_tiny_suite, tmp_path):
+    suite = make_tiny_suite(schemes={
+        "fp32": {"kind": "fp32"},
+        "int8": {"groups": ["linear", "matmul"], "calibration": {"samples": 8}},
+        "ort-dyn": {"kind": "ort-dynamic"},
+        "ort-static": {"kind": "ort-static", "peer": {"samples": 8, "batch_size": 4}},
+    })
+    cells = [c.id for c in expand(load_suite(suite))]
+    assert "tiny/sst2/ort-dyn/torch/accuracy" not in cells  # a peer has no torch model of its own
+    out = tmp_path / "runs"
+    assert main(["run", str(suite), "--out", str(out), "--quiet"]) == 0
+    records = {r.cell: r for r in load_records(_only_run_dir(out))}
+    for peer in ("ort-dyn", "ort-static"):
+        exp = records[f"tiny/sst2/{peer}/onnx/export"]
+        assert exp.scheme_kind in ("ort-dynamic", "ort-static") and exp.details["peer"]["sha256"]
+        acc = records[f"tiny/sst2/{peer}/onnxruntime/accuracy"]
+        assert acc.precision == "int8" and acc.verdict is not None
+        assert records[f"tiny/sst2/{peer}/onnxruntime/latency/b2s16"].status == "ok"
+    assert records["tiny/sst2/ort-static/onnx/export"].details["peer"]["calibration_samples"] == 8
+
+
+def test_peer_settings_are_validated(make_tiny_suite, capsys):
+    suite = make_tiny_suite(schemes={"fp32": {"kind": "fp32"}, "p": {"kind": "ort-static", "peer": {"per_chanel": True}}})
+    assert main(["validate", str(suite)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "schemes.p" in line and "did you mean 'per_channel'" in line
