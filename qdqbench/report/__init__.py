@@ -33,7 +33,7 @@ def load_report(run_dir: Path) -> Report:
         raise QdqbenchError(f"run folder not found: {run_dir}")
     if not (run_dir / "results.jsonl").exists() and not (run_dir / "run.json").exists():
         raise QdqbenchError(f"not a run folder (no results.jsonl or run.json): {run_dir}")
-    return build_report(load_records(run_dir), load_run_info(run_dir))
+    return build_report(load_records(run_dir), load_run_info(run_dir), run_dir=run_dir)
 
 
 def _write_text_atomic(path: Path, text: str) -> None:

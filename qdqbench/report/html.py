@@ -5,18 +5,35 @@ are inline, charts are inline SVG, and nothing is fetched from anywhere; a Conte
 meta tag that allows only this page's own script (by hash) backs that up. Every string that came
 from a suite or a run (model names, errors, paths, versions) passes through ``html.escape``.
 Rows carry stable ids (``acc-<cell>``, ``lat-<cell>``, ``fid-<cell>``, ``fail-<cell>``,
-``pair-<model>-<task>``, ``chart-<model>-<task>-<backend>``) so tests and links can target them.
+``pair-<model>-<task>``, ``chart-<model>-<task>-<backend>``) so tests and links can target them;
+the views' sections (``html_views``) follow the same pattern.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-from html import escape
-from typing import Any, Iterable, Sequence
 
 from qdqbench import __version__
 from qdqbench.report.charts import throughput_chart_svg
+from qdqbench.report.html_views import (
+    PEER_BADGE,
+    calibrators_section,
+    engines_section,
+    layers_section,
+    pareto_section,
+    peers_block,
+    scheme_td,
+)
+from qdqbench.report.htmlparts import (
+    esc,
+    num_td,
+    table_html,
+    td,
+    text_td,
+    tr,
+    verdict_class,
+)
 from qdqbench.report.rows import (
     DASH,
     AccuracyRow,
@@ -69,6 +86,8 @@ table.sortable th[aria-sort="descending"]::after { content: " ▼"; font-size: 1
 td.num { text-align: right; white-space: nowrap; }
 tr.pass td.verdict { background: var(--pass-bg); color: var(--pass); font-weight: 600; }
 tr.fail td.verdict { background: var(--fail-bg); color: var(--fail); font-weight: 600; }
+td.verdict.pass { background: var(--pass-bg); color: var(--pass); font-weight: 600; }
+td.verdict.fail { background: var(--fail-bg); color: var(--fail); font-weight: 600; }
 tr.baseline td { color: var(--muted); }
 tr.failed td.status { color: var(--fail); font-weight: 600; }
 td.error { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
@@ -81,6 +100,16 @@ figure { margin: 16px 0 24px; } figcaption { color: var(--muted); }
 .chart-pair { display: flex; flex-wrap: wrap; gap: 16px; align-items: flex-start; }
 svg.chart { max-width: 100%; height: auto; }
 footer { color: var(--muted); margin-top: 40px; font-size: 12px; }
+.badge.peer { border-color: #8250df; color: #8250df; }
+.badge.gap { border-color: var(--fail); color: var(--fail); background: var(--fail-bg); }
+.badge.chosen, .badge.optimal { border-color: var(--pass); color: var(--pass);
+  background: var(--pass-bg); }
+tr.chosen td { background: #fff8c5; } tr.optimal td { font-weight: 600; }
+tr.dominated td { color: var(--muted); }
+td.amax { font-size: 12px; } td.outlier { outline: 2px solid var(--fail); outline-offset: -2px;
+  color: var(--fail); font-weight: 700; }
+details { margin: 8px 0; } summary { cursor: pointer; }
+.peer { margin: 8px 0; }
 """
 
 # Click a header to sort by that column; cells sort by data-sort (raw numbers) when present,
@@ -128,57 +157,8 @@ JS = """
 """
 
 
-def _e(text: Any) -> str:
-    return escape(str(text), quote=True)
-
-
-def _sort_value(x: Any) -> str:
-    if x is None:
-        return ""
-    if isinstance(x, bool):
-        return "1" if x else "0"
-    return _e(x)
-
-
-def _td(content: str, sort: Any = "", cls: str = "") -> str:
-    """A cell; ``content`` is already HTML, ``sort`` the raw value the sorter uses."""
-    attrs = f' class="{cls}"' if cls else ""
-    if sort != "":
-        attrs += f' data-sort="{_sort_value(sort)}"'
-    return f"<td{attrs}>{content}</td>"
-
-
-def _num(text: str, value: Any, cls: str = "") -> str:
-    return _td(_e(text), sort=value, cls=("num " + cls).strip())
-
-
-def _text(value: Any, cls: str = "") -> str:
-    return _td(_e(value if value not in (None, "") else DASH), cls=cls)
-
-
-def _table(
-    table_id: str, headers: Sequence[str], rows: Iterable[str], sortable: bool = True
-) -> str:
-    head = "".join(f'<th scope="col">{h}</th>' for h in headers)
-    cls = ' class="sortable"' if sortable else ""
-    body = "\n".join(rows)
-    return (
-        f'<div class="scroll"><table id="{table_id}"{cls}>'
-        f"<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody></table></div>"
-    )
-
-
-def _tr(row_id: str, cells: Iterable[str], cls: str = "") -> str:
-    attrs = f' id="{row_id}"' + (f' class="{cls}"' if cls else "")
-    return f"<tr{attrs}>" + "".join(cells) + "</tr>"
-
-
-def _verdict_class(passed: bool | None) -> str:
-    return "" if passed is None else "pass" if passed else "fail"
-
-
 def _where(row: AccuracyRow | LatencyRow) -> str:
-    return f"{_e(row.model)} · {_e(row.task)}"
+    return f"{esc(row.model)} · {esc(row.task)}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -188,16 +168,16 @@ def _where(row: AccuracyRow | LatencyRow) -> str:
 def _header(report: Report) -> str:
     meta = []
     if report.suite:
-        meta.append(f"suite <b>{_e(report.suite)}</b>")
+        meta.append(f"suite <b>{esc(report.suite)}</b>")
     if report.run_id:
-        meta.append(f"run <code>{_e(report.run_id)}</code>")
+        meta.append(f"run <code>{esc(report.run_id)}</code>")
     if report.commit:
         dirty = " (dirty)" if report.dirty else ""
-        meta.append(f"commit <code>{_e(report.commit[:12])}</code>{dirty}")
+        meta.append(f"commit <code>{esc(report.commit[:12])}</code>{dirty}")
     if report.started_at:
-        meta.append(f"started {_e(report.started_at)}")
+        meta.append(f"started {esc(report.started_at)}")
     if report.finished_at:
-        meta.append(f"finished {_e(report.finished_at)}")
+        meta.append(f"finished {esc(report.finished_at)}")
     line = " · ".join(meta) or "no run.json found: environment unknown"
     return f'<header><h1>qdqbench report</h1><p class="meta">{line}</p></header>'
 
@@ -206,9 +186,13 @@ def _nav(report: Report) -> str:
     links = [("verdict", "Verdict")]
     for rows, anchor, name in (
         (report.accuracy, "accuracy", "Accuracy"),
+        (report.engines and report.side_by_side, "engines", "Engines"),
+        (report.calibrators, "calibrators", "Calibrators"),
+        (report.pareto, "pareto", "Accuracy vs latency"),
         (report.fidelity, "fidelity", "Fidelity"),
         (report.latency, "latency", "Latency"),
         (report.charts, "charts", "Charts"),
+        (report.amax or report.sensitivity or report.traces, "layers", "Per layer"),
         (report.exports, "exports", "Exports"),
     ):
         if rows:
@@ -224,7 +208,7 @@ def _nav(report: Report) -> str:
 def _verdict(report: Report) -> str:
     s = report.summary
     cls = {None: "", True: "pass", False: "fail"}[s.passed]
-    headline = _e(fmt_headline(report))
+    headline = esc(fmt_headline(report))
     facts = []
     if s.verdicts_total:
         facts.append(
@@ -239,19 +223,19 @@ def _verdict(report: Report) -> str:
     w = s.worst_regression
     if w is not None:
         facts.append(
-            f'<li>Worst regression: <a href="#acc-{w.anchor}">{_e(label(w))}</a> on {_where(w)}: '
-            f"drop <b>{_e(fmt_points(w.drop))} pts</b> ({_e(fmt_pct(w.relative_drop))} relative)"
-            f", {_e(w.metric)} {_e(fmt_score(w.fp32_value))} → {_e(fmt_score(w.value))}, "
+            f'<li>Worst regression: <a href="#acc-{w.anchor}">{esc(label(w))}</a> on {_where(w)}: '
+            f"drop <b>{esc(fmt_points(w.drop))} pts</b> ({esc(fmt_pct(w.relative_drop))} relative)"
+            f", {esc(w.metric)} {esc(fmt_score(w.fp32_value))} → {esc(fmt_score(w.value))}, "
             f'<span class="{"good" if w.passed else "bad"}">{fmt_verdict(w.passed)}</span></li>'
         )
     b = s.best_speedup
     if b is not None:
         facts.append(
             f'<li>Best speedup over fp32: <a href="#lat-{b.anchor}">'
-            f"<b>{_e(fmt_speedup(b.speedup_latency))}</b></a> mean latency "
-            f"({_e(fmt_ms(b.mean_ms))} ms vs {_e(fmt_ms(b.baseline_mean_ms))} ms "
-            f"{_e(b.baseline_scheme)}) for {_e(label(b))} on {_where(b)}, "
-            f"batch×seq {_e(fmt_shape(b.batch, b.seq))}</li>"
+            f"<b>{esc(fmt_speedup(b.speedup_latency))}</b></a> mean latency "
+            f"({esc(fmt_ms(b.mean_ms))} ms vs {esc(fmt_ms(b.baseline_mean_ms))} ms "
+            f"{esc(b.baseline_scheme)}) for {esc(label(b))} on {_where(b)}, "
+            f"batch×seq {esc(fmt_shape(b.batch, b.seq))}</li>"
         )
     if s.failed_cells:
         facts.append(
@@ -268,19 +252,21 @@ def _verdict(report: Report) -> str:
     for p in report.pairs:
         best = p.best
         cells = [
-            _text(p.model),
-            _text(p.task),
-            _td(fmt_verdict(p.passed, "no verdict"), sort=p.passed, cls="verdict"),
-            _num(f"{p.n_passing} / {p.n_quantized}", p.n_passing),
-            _text(label(best) if best else None),
-            _num(fmt_score(best.value) if best else DASH, best.value if best else None),
-            _num(fmt_points(best.drop) if best else DASH, best.drop if best else None),
-            _num(fmt_points(p.worst.drop) if p.worst else DASH, p.worst.drop if p.worst else None),
+            text_td(p.model),
+            text_td(p.task),
+            td(fmt_verdict(p.passed, "no verdict"), sort=p.passed, cls="verdict"),
+            num_td(f"{p.n_passing} / {p.n_quantized}", p.n_passing),
+            text_td(label(best) if best else None),
+            num_td(fmt_score(best.value) if best else DASH, best.value if best else None),
+            num_td(fmt_points(best.drop) if best else DASH, best.drop if best else None),
+            num_td(
+                fmt_points(p.worst.drop) if p.worst else DASH, p.worst.drop if p.worst else None
+            ),
         ]
-        rows.append(_tr(f"pair-{p.anchor}", cells, "pass" if p.passed else "fail"))
+        rows.append(tr(f"pair-{p.anchor}", cells, "pass" if p.passed else "fail"))
     table = ""
     if rows:
-        table = _table(
+        table = table_html(
             "pairs-table",
             [
                 "Model",
@@ -300,7 +286,7 @@ def _verdict(report: Report) -> str:
     return (
         '<section id="verdict"><h2>Verdict</h2>'
         f'<div class="headline {cls}" id="headline">{headline}</div>'
-        f'<ul class="facts">{"".join(facts)}</ul>{table}</section>'
+        f'<ul class="facts">{"".join(facts)}</ul>{table}{peers_block(report)}</section>'
     )
 
 
@@ -309,33 +295,33 @@ def _accuracy(report: Report) -> str:
         return ""
     rows = []
     for a in report.accuracy:
-        value = _e(fmt_score(a.value))
+        value = esc(fmt_score(a.value))
         if a.value_ci_low is not None and a.value_ci_high is not None:
             value += (
-                f' <span class="ci">{_e(fmt_ci_points(a.value_ci_low, a.value_ci_high))}</span>'
+                f' <span class="ci">{esc(fmt_ci_points(a.value_ci_low, a.value_ci_high))}</span>'
             )
-        ci = _e(fmt_ci_points(a.drop_ci_low, a.drop_ci_high))
+        ci = esc(fmt_ci_points(a.drop_ci_low, a.drop_ci_high))
         if a.within_noise:
             ci += ' <span class="badge noise">within noise</span>'
         others = "; ".join(f"{n} {fmt_score(v)}" for n, v in a.other_metrics)
-        metric = _e(a.metric) + (f' <span class="ci">({_e(others)})</span>' if others else "")
+        metric = esc(a.metric) + (f' <span class="ci">({esc(others)})</span>' if others else "")
         cells = [
-            _text(a.model),
-            _text(a.task),
-            _text(a.scheme),
-            _text(a.backend),
-            _text(a.precision),
-            _td(metric, sort=a.metric),
-            _num(fmt_score(a.fp32_value), a.fp32_value),
-            _td(value, sort=a.value, cls="num"),
-            _num(fmt_points(a.drop), a.drop),
-            _num(fmt_pct(a.relative_drop), a.relative_drop),
-            _td(ci, sort=a.drop_ci_low, cls="num"),
-            _num(fmt_changed(a.changed, a.examples), a.changed),
-            _td(fmt_verdict(a.passed), sort=a.passed, cls="verdict"),
+            text_td(a.model),
+            text_td(a.task),
+            scheme_td(a.scheme, a.is_peer),
+            text_td(a.backend),
+            text_td(a.precision),
+            td(metric, sort=a.metric),
+            num_td(fmt_score(a.fp32_value), a.fp32_value),
+            td(value, sort=a.value, cls="num"),
+            num_td(fmt_points(a.drop), a.drop),
+            num_td(fmt_pct(a.relative_drop), a.relative_drop),
+            td(ci, sort=a.drop_ci_low, cls="num"),
+            num_td(fmt_changed(a.changed, a.examples), a.changed),
+            td(fmt_verdict(a.passed), sort=a.passed, cls="verdict"),
         ]
-        cls = _verdict_class(a.passed) or ("baseline" if not a.is_quantized else "")
-        rows.append(_tr(f"acc-{a.anchor}", cells, cls))
+        cls = verdict_class(a.passed) or ("baseline" if not a.is_quantized else "")
+        rows.append(tr(f"acc-{a.anchor}", cells, cls))
     headers = [
         "Model",
         "Task",
@@ -352,16 +338,18 @@ def _accuracy(report: Report) -> str:
         "Verdict",
     ]
     note = (
-        f"Scores in percent points. Bound: {_e(fmt_bound(report.bound, report.bound_mode))}, "
+        f"Scores in percent points. Bound: {esc(fmt_bound(report.bound, report.bound_mode))}, "
         "stored with each verdict by the run (not recomputed here). Drop = fp32 − quantized; "
         "Drop CI is the paired bootstrap interval over examples, and <i>within noise</i> means it "
         "contains 0. Value CI is the bootstrap interval of the score. Changed = predictions that "
         "differ from fp32. Precision <code>int8-fakequant</code> is the Q/DQ model simulated in "
-        "torch; <code>int8</code> is a real integer engine."
+        "torch; <code>int8</code> is a real integer engine. A "
+        f"{PEER_BADGE} scheme is a peer tool's recipe (ONNX Runtime quantization, ModelOpt) "
+        "built from the fp32 export, not a QDQBERT variant."
     )
     return (
         '<section id="accuracy"><h2>Accuracy</h2>'
-        f'<p class="note">{note}</p>{_table("accuracy-table", headers, rows)}</section>'
+        f'<p class="note">{note}</p>{table_html("accuracy-table", headers, rows)}</section>'
     )
 
 
@@ -371,21 +359,21 @@ def _fidelity(report: Report) -> str:
     rows = []
     for f in report.fidelity:
         cells = [
-            _text(f.model),
-            _text(f.task),
-            _text(f.scheme),
-            _text(f.backend),
-            _text(f.precision),
-            _num(fmt_ratio(f.cosine_mean), f.cosine_mean),
-            _num(fmt_ratio(f.cosine_min), f.cosine_min),
-            _num(fmt_db(f.sqnr_db), f.sqnr_db),
-            _num(fmt_pct(f.nn_agreement), f.nn_agreement),
-            _num(fmt_int(f.examples), f.examples),
-            _text(f.reference),
+            text_td(f.model),
+            text_td(f.task),
+            text_td(f.scheme),
+            text_td(f.backend),
+            text_td(f.precision),
+            num_td(fmt_ratio(f.cosine_mean), f.cosine_mean),
+            num_td(fmt_ratio(f.cosine_min), f.cosine_min),
+            num_td(fmt_db(f.sqnr_db), f.sqnr_db),
+            num_td(fmt_pct(f.nn_agreement), f.nn_agreement),
+            num_td(fmt_int(f.examples), f.examples),
+            text_td(f.reference),
         ]
         if any(x.passed is not None for x in report.fidelity):
-            cells.append(_td(fmt_verdict(f.passed), sort=f.passed, cls="verdict"))
-        rows.append(_tr(f"fid-{f.anchor}", cells, _verdict_class(f.passed)))
+            cells.append(td(fmt_verdict(f.passed), sort=f.passed, cls="verdict"))
+        rows.append(tr(f"fid-{f.anchor}", cells, verdict_class(f.passed)))
     headers = [
         "Model",
         "Task",
@@ -408,25 +396,25 @@ def _fidelity(report: Report) -> str:
     )
     return (
         '<section id="fidelity"><h2>Fidelity</h2>'
-        f'<p class="note">{note}</p>{_table("fidelity-table", headers, rows)}</section>'
+        f'<p class="note">{note}</p>{table_html("fidelity-table", headers, rows)}</section>'
     )
 
 
 def _speedup_cell(x: float | None) -> str:
     cls = "" if x is None else "faster" if x > 1.0 else "slower" if x < 1.0 else ""
-    return _num(fmt_speedup(x), x, cls)
+    return num_td(fmt_speedup(x), x, cls)
 
 
 def _latency_cells(lat: LatencyRow) -> list[str]:
     return [
-        _num(fmt_ms(lat.mean_ms), lat.mean_ms),
-        _num(fmt_ms(lat.p50_ms), lat.p50_ms),
-        _num(fmt_ms(lat.p90_ms), lat.p90_ms),
-        _num(fmt_ms(lat.p99_ms), lat.p99_ms),
-        _num(fmt_throughput(lat.throughput), lat.throughput),
+        num_td(fmt_ms(lat.mean_ms), lat.mean_ms),
+        num_td(fmt_ms(lat.p50_ms), lat.p50_ms),
+        num_td(fmt_ms(lat.p90_ms), lat.p90_ms),
+        num_td(fmt_ms(lat.p99_ms), lat.p99_ms),
+        num_td(fmt_throughput(lat.throughput), lat.throughput),
         _speedup_cell(lat.speedup_latency),
         _speedup_cell(lat.speedup_throughput),
-        _num(fmt_pct(lat.cov, 1), lat.cov),
+        num_td(fmt_pct(lat.cov, 1), lat.cov),
     ]
 
 
@@ -446,7 +434,7 @@ def _method_note(report: Report) -> str:
     if not report.methods:
         return ""
     items = "".join(
-        f"<li><b>{_e(m.backend)}</b>: {_e(fmt_method(m))} ({m.cells} cell"
+        f"<li><b>{esc(m.backend)}</b>: {esc(fmt_method(m))} ({m.cells} cell"
         f"{'s' if m.cells != 1 else ''})</li>"
         for m in report.methods
     )
@@ -465,20 +453,20 @@ def _latency(report: Report) -> str:
     rows = []
     for lat in report.latency:
         cells = [
-            _text(lat.model),
-            _text(lat.task),
-            _text(lat.scheme),
-            _text(lat.backend),
-            _text(lat.precision),
-            _num(fmt_int(lat.batch), lat.batch),
-            _num(fmt_int(lat.seq), lat.seq),
+            text_td(lat.model),
+            text_td(lat.task),
+            scheme_td(lat.scheme, lat.is_peer),
+            text_td(lat.backend),
+            text_td(lat.precision),
+            num_td(fmt_int(lat.batch), lat.batch),
+            num_td(fmt_int(lat.seq), lat.seq),
             *_latency_cells(lat),
         ]
-        rows.append(_tr(f"lat-{lat.anchor}", cells, "baseline" if lat.is_baseline else ""))
+        rows.append(tr(f"lat-{lat.anchor}", cells, "baseline" if lat.is_baseline else ""))
     headers = ["Model", "Task", "Scheme", "Backend", "Precision", "Batch", "Seq", *LATENCY_HEADERS]
     return (
         '<section id="latency"><h2>Latency and throughput</h2>'
-        f"{_method_note(report)}{_table('latency-table', headers, rows)}</section>"
+        f"{_method_note(report)}{table_html('latency-table', headers, rows)}</section>"
     )
 
 
@@ -488,15 +476,15 @@ def _charts(report: Report) -> str:
     figures = []
     for c in report.charts:
         rows = [
-            _tr(
+            tr(
                 f"chartrow-{lat.anchor}",
                 [
-                    _text(lat.scheme),
-                    _text(lat.precision),
-                    _num(fmt_int(lat.batch), lat.batch),
-                    _num(fmt_int(lat.seq), lat.seq),
-                    _num(fmt_throughput(lat.throughput), lat.throughput),
-                    _num(fmt_ms(lat.mean_ms), lat.mean_ms),
+                    scheme_td(lat.scheme, lat.is_peer),
+                    text_td(lat.precision),
+                    num_td(fmt_int(lat.batch), lat.batch),
+                    num_td(fmt_int(lat.seq), lat.seq),
+                    num_td(fmt_throughput(lat.throughput), lat.throughput),
+                    num_td(fmt_ms(lat.mean_ms), lat.mean_ms),
                     _speedup_cell(lat.speedup_throughput),
                 ],
                 "baseline" if lat.is_baseline else "",
@@ -515,8 +503,8 @@ def _charts(report: Report) -> str:
         figures.append(
             f'<figure id="chart-{c.anchor}">'
             f'<div class="chart-pair">{throughput_chart_svg(c, f"svg-{c.anchor}")}'
-            f"{_table(f'chart-table-{c.anchor}', headers, rows)}</div>"
-            f"<figcaption>{_e(c.model)} · {_e(c.task)} · {_e(c.backend)}: throughput "
+            f"{table_html(f'chart-table-{c.anchor}', headers, rows)}</div>"
+            f"<figcaption>{esc(c.model)} · {esc(c.task)} · {esc(c.backend)}: throughput "
             "(sequences per second) against batch size; fp32 dashed.</figcaption></figure>"
         )
     return '<section id="charts"><h2>Throughput vs batch</h2>' + "".join(figures) + "</section>"
@@ -526,15 +514,15 @@ def _exports(report: Report) -> str:
     if not report.exports:
         return ""
     rows = [
-        _tr(
+        tr(
             f"exp-{x.anchor}",
             [
-                _text(x.model),
-                _text(x.task),
-                _text(x.scheme),
-                _num(fmt_sig(x.onnx_mb, 4, 1), x.onnx_mb),
-                _num(fmt_int(x.qdq_nodes), x.qdq_nodes),
-                _td(f"<code>{_e(x.path or DASH)}</code>", sort=x.path or ""),
+                text_td(x.model),
+                text_td(x.task),
+                text_td(x.scheme),
+                num_td(fmt_sig(x.onnx_mb, 4, 1), x.onnx_mb),
+                num_td(fmt_int(x.qdq_nodes), x.qdq_nodes),
+                td(f"<code>{esc(x.path or DASH)}</code>", sort=x.path or ""),
             ],
         )
         for x in report.exports
@@ -542,7 +530,7 @@ def _exports(report: Report) -> str:
     headers = ["Model", "Task", "Scheme", "ONNX (MB)", "Q/DQ nodes", "Path"]
     return (
         '<section id="exports"><h2>ONNX exports</h2>'
-        f"{_table('export-table', headers, rows)}</section>"
+        f"{table_html('export-table', headers, rows)}</section>"
     )
 
 
@@ -553,17 +541,17 @@ def _failed(report: Report) -> str:
             '<p class="good">No failed or skipped cells.</p></section>'
         )
     rows = [
-        _tr(
+        tr(
             f"fail-{f.anchor}",
             [
-                _td(f"<code>{_e(f.cell)}</code>", sort=f.cell),
-                _text(f.status, cls="status"),
-                _text(f.model),
-                _text(f.task),
-                _text(f.scheme),
-                _text(f.backend),
-                _text(f.kind),
-                _text(f.error, cls="error"),
+                td(f"<code>{esc(f.cell)}</code>", sort=f.cell),
+                text_td(f.status, cls="status"),
+                text_td(f.model),
+                text_td(f.task),
+                text_td(f.scheme),
+                text_td(f.backend),
+                text_td(f.kind),
+                text_td(f.error, cls="error"),
             ],
             f.status,
         )
@@ -572,23 +560,23 @@ def _failed(report: Report) -> str:
     headers = ["Cell", "Status", "Model", "Task", "Scheme", "Backend", "Kind", "Error"]
     n = report.summary.failed_cells
     title = f'Failed cells <span class="bad">({n})</span>' if n else "Failed cells"
-    return f'<section id="failed"><h2>{title}</h2>{_table("failed-table", headers, rows)}</section>'
+    return f'<section id="failed"><h2>{title}</h2>{table_html("failed-table", headers, rows)}</section>'
 
 
 def _environment(report: Report) -> str:
     parts = ['<section id="environment"><h2>Environment and method</h2>']
     if report.methods:
         rows = [
-            _tr(
+            tr(
                 f"method-{i}",
                 [
-                    _text(m.backend),
-                    _text(m.method),
-                    _num(fmt_int(m.warmup_iters), m.warmup_iters),
-                    _num(fmt_int(m.iterations), m.iterations),
-                    _num(fmt_int(m.threads), m.threads),
-                    _num(str(m.cells), m.cells),
-                    _td("<br>".join(f"{_e(k)}: {_e(v)}" for k, v in m.facts) or DASH),
+                    text_td(m.backend),
+                    text_td(m.method),
+                    num_td(fmt_int(m.warmup_iters), m.warmup_iters),
+                    num_td(fmt_int(m.iterations), m.iterations),
+                    num_td(fmt_int(m.threads), m.threads),
+                    num_td(str(m.cells), m.cells),
+                    td("<br>".join(f"{esc(k)}: {esc(v)}" for k, v in m.facts) or DASH),
                 ],
             )
             for i, m in enumerate(report.methods)
@@ -602,17 +590,22 @@ def _environment(report: Report) -> str:
             "Cells",
             "Engine facts",
         ]
-        parts.append("<h3>Timing</h3>" + _table("method-table", headers, rows, sortable=False))
+        parts.append("<h3>Timing</h3>" + table_html("method-table", headers, rows, sortable=False))
     if report.environment:
         rows = [
-            _tr(
+            tr(
                 f"env-{i}",
-                [_text(r.section), _text(r.key), _td(f"<code>{_e(r.value)}</code>", sort=r.value)],
+                [
+                    text_td(r.section),
+                    text_td(r.key),
+                    td(f"<code>{esc(r.value)}</code>", sort=r.value),
+                ],
             )
             for i, r in enumerate(report.environment)
         ]
         parts.append(
-            "<h3>Run</h3>" + _table("env-table", ["Section", "Key", "Value"], rows, sortable=False)
+            "<h3>Run</h3>"
+            + table_html("env-table", ["Section", "Key", "Value"], rows, sortable=False)
         )
     else:
         parts.append('<p class="note">No run.json: versions and machine unknown.</p>')
@@ -637,9 +630,13 @@ def render_html(report: Report) -> str:
             _nav(report),
             _verdict(report),
             _accuracy(report),
+            engines_section(report),
+            calibrators_section(report),
+            pareto_section(report),
             _fidelity(report),
             _latency(report),
             _charts(report),
+            layers_section(report),
             _exports(report),
             _failed(report),
             _environment(report),
@@ -651,9 +648,9 @@ def render_html(report: Report) -> str:
         '<html lang="en"><head><meta charset="utf-8">\n'
         f'<meta http-equiv="Content-Security-Policy" content="{_csp(JS)}">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{_e(report.title)}</title>\n<style>{CSS}</style></head>\n"
+        f"<title>{esc(report.title)}</title>\n<style>{CSS}</style></head>\n"
         f"<body><main>\n{body}\n"
-        f"<footer>Generated by qdqbench {_e(__version__)} from results.jsonl and run.json."
+        f"<footer>Generated by qdqbench {esc(__version__)} from results.jsonl and run.json."
         "</footer>\n</main>\n"
         f"<script>{JS}</script>\n</body></html>\n"
     )

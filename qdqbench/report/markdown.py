@@ -1,7 +1,8 @@
 """Render a ``Report`` as GitHub-flavoured Markdown, sized for a pull-request comment.
 
-The verdict comes first, then the accuracy and latency tables (fidelity when the run has it) and
-the failed cells. Cell text is escaped for GitHub tables: pipes are backslash-escaped, angle
+The verdict comes first (with the peer statements), then the accuracy tables (each engine beside
+fake-quant, calibrators, accuracy vs latency), fidelity when the run has it, latency, the
+per-layer views (amax outliers, sensitivity, the auto recipe's trace) and the failed cells. Cell text is escaped for GitHub tables: pipes are backslash-escaped, angle
 brackets become entities (so a model called ``<script>`` shows as text), newlines become spaces.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
 
+from qdqbench.report.layers import OUTLIER_FACTOR
 from qdqbench.report.rows import (
     DASH,
     Report,
@@ -16,6 +18,7 @@ from qdqbench.report.rows import (
     fmt_changed,
     fmt_ci_points,
     fmt_db,
+    fmt_delta_points,
     fmt_headline,
     fmt_int,
     fmt_method,
@@ -24,8 +27,11 @@ from qdqbench.report.rows import (
     fmt_points,
     fmt_ratio,
     fmt_score,
+    fmt_shape,
+    fmt_sig,
     fmt_speedup,
     fmt_throughput,
+    fmt_verdict,
     label,
 )
 
@@ -52,6 +58,10 @@ def md_table(
 
 def _verdict_mark(passed: bool | None) -> str:
     return DASH if passed is None else "✅ pass" if passed else "❌ FAIL"
+
+
+def _scheme(scheme: str, is_peer: bool) -> str:
+    return f"{scheme} (peer)" if is_peer else scheme
 
 
 def _verdict(report: Report) -> list[str]:
@@ -112,6 +122,20 @@ def _verdict(report: Report) -> list[str]:
                 numeric=(3, 5, 6),
             )
         )
+    if report.peers:
+        lines = [
+            (
+                "**Against peer tools** (best = highest on-engine score among passing schemes, "
+                "else among all; speed = mean latency at each shape timed for both)"
+            )
+        ]
+        for p in report.peers:
+            where = f"{md_escape(p.model)} · {md_escape(p.task)}"
+            for c in p.engines:
+                lines.append(f"- {where}: **{md_escape(c.beats)}** — {md_escape(c.statement)}")
+            if not p.engines:
+                lines.append(f"- {where}: {md_escape(p.note)}")
+        out.append("\n".join(lines))
     return out
 
 
@@ -122,7 +146,7 @@ def _accuracy(report: Report) -> list[str]:
         [
             a.model,
             a.task,
-            a.scheme,
+            _scheme(a.scheme, a.is_peer),
             a.backend,
             a.precision,
             a.metric,
@@ -154,9 +178,212 @@ def _accuracy(report: Report) -> list[str]:
     return [
         "### Accuracy",
         f"Scores in percent points; drop = fp32 − quantized; bound: "
-        f"{fmt_bound(report.bound, report.bound_mode)}.",
+        f"{fmt_bound(report.bound, report.bound_mode)}; (peer) marks a peer tool's recipe.",
         md_table(headers, rows, numeric=(6, 7, 8, 9, 11)),
     ]
+
+
+def _engines(report: Report) -> list[str]:
+    if not report.engines or not report.side_by_side:
+        return []
+
+    def cell(row, backend: str) -> str:
+        e = row.engine(backend)
+        if e is None:
+            return DASH
+        bits = [f"{fmt_delta_points(e.gap)} vs FQ"] if e.gap is not None else []
+        if e.changed_vs_torch is not None:
+            bits.append(f"{e.changed_vs_torch} changed vs torch")
+        text = fmt_score(e.value) + (f" ({', '.join(bits)})" if bits else "")
+        return text + (" ⚠️ ≠ fake-quant" if e.flagged else "")
+
+    rows = [
+        [
+            r.model,
+            r.task,
+            _scheme(r.scheme, r.is_peer),
+            r.metric,
+            fmt_score(r.fp32_value),
+            fmt_score(r.fakequant_value),
+            *(cell(r, b) for b in report.engines),
+        ]
+        for r in report.side_by_side
+    ]
+    headers = [
+        "Model",
+        "Task",
+        "Scheme",
+        "Metric",
+        "fp32",
+        "Fake-quant (torch)",
+        *(f"{md_escape(b)} (ships)" for b in report.engines),
+    ]
+    return [
+        "### Accuracy on each engine",
+        "The engine's score is the one that ships; ⚠️ ≠ fake-quant: the engine differs from the "
+        "fake-quant score by more than its paired drop CI half-width.",
+        md_table(headers, rows, numeric=tuple(range(4, len(headers)))),
+    ]
+
+
+def _calibrators(report: Report) -> list[str]:
+    if not report.calibrators:
+        return []
+    rows = [
+        [
+            c.model,
+            c.task,
+            r.method,
+            r.calibrator,
+            r.scheme,
+            fmt_score(r.torch_value),
+            _verdict_mark(r.torch_passed),
+            fmt_score(r.engine_value),
+            fmt_score(c.fp32_value),
+            fmt_score(c.threshold),
+        ]
+        for c in report.calibrators
+        for r in c.rows
+    ]
+    headers = [
+        "Model",
+        "Task",
+        "Method",
+        "Calibrator",
+        "Scheme",
+        "Fake-quant (torch)",
+        "Verdict",
+        md_escape(report.calibrators[0].engine),
+        "fp32",
+        "Threshold",
+    ]
+    return ["### Calibrators", md_table(headers, rows, numeric=(5, 7, 8, 9))]
+
+
+def _pareto(report: Report) -> list[str]:
+    if not report.pareto:
+        return []
+    rows = [
+        [
+            c.model,
+            c.task,
+            _scheme(p.scheme, p.is_peer),
+            p.backend,
+            fmt_shape(p.batch, p.seq),
+            fmt_score(p.value),
+            fmt_ms(p.mean_ms),
+            "✅ yes" if p.optimal else "no",
+        ]
+        for c in report.pareto
+        for p in c.points
+    ]
+    headers = [
+        "Model",
+        "Task",
+        "Scheme",
+        "Backend",
+        "Shape",
+        "Score",
+        "Mean (ms)",
+        "Pareto-optimal",
+    ]
+    return [
+        "### Accuracy vs latency",
+        "Score on each backend (fake-quant for torch) against mean latency at its largest timed "
+        "batch; Pareto-optimal = no other point is as accurate and as fast, and better in one.",
+        md_table(headers, rows, numeric=(5, 6)),
+    ]
+
+
+def _layers(report: Report) -> list[str]:
+    out = []
+    if report.amax:
+        rows = [
+            [t.model, t.task, t.scheme, c.name, fmt_sig(c.amax), fmt_sig(c.ratio)]
+            for t in report.amax
+            for c in t.outliers
+        ]
+        problems = [
+            f"- {md_escape(t.scheme)}: {md_escape(t.problem)}" for t in report.amax if t.problem
+        ]
+        out.append("### Amax outliers")
+        out.append(
+            md_table(
+                ["Model", "Task", "Scheme", "Quantizer", "amax", "× median"], rows, numeric=(4, 5)
+            )
+            if rows
+            else f"No outliers (an amax ≥ {fmt_sig(OUTLIER_FACTOR, 1, 1)}× the median of its "
+            "quantizer type across layers)."
+        )
+        if problems:
+            out.append("\n".join(problems))
+    for v in report.sensitivity:
+        unit = f" ({md_escape(v.unit)})" if v.unit else ""
+        rows = [
+            [
+                fmt_int(p.rank),
+                p.part,
+                p.kind or DASH,
+                fmt_int(p.quantizers),
+                fmt_sig(p.only_quantized),
+                fmt_sig(p.only_float),
+            ]
+            for p in v.parts
+        ]
+        out.append(
+            f"### Sensitivity: {md_escape(v.model)} · {md_escape(v.task)} · "
+            f"{md_escape(v.scheme)}\nProxy {md_escape(v.proxy or DASH)}{unit}; "
+            f"ranking: {md_escape(v.ranking_rule or DASH)}."
+        )
+        out.append(
+            md_table(
+                [
+                    "Rank",
+                    "Part",
+                    "Kind",
+                    "Quantizers",
+                    f"Only quantized{unit}",
+                    f"Only float{unit}",
+                ],
+                rows,
+                numeric=(0, 3, 4, 5),
+            )
+        )
+    for t in report.traces:
+        rows = [
+            [
+                str(i + 1),
+                s.name + (" ⭐ chosen" if s.chosen else ""),
+                s.stage or DASH,
+                fmt_score(s.value),
+                fmt_verdict(s.passed),
+                fmt_ms(s.latency_ms),
+                fmt_int(s.evaluations),
+                fmt_sig(s.seconds),
+            ]
+            for i, s in enumerate(t.steps)
+        ]
+        out.append(
+            f"### What the auto recipe tried: {md_escape(t.model)} · {md_escape(t.task)} · "
+            f"{md_escape(t.scheme)}\nChosen: **{md_escape(t.chosen or DASH)}**."
+        )
+        out.append(
+            md_table(
+                [
+                    "#",
+                    "Candidate",
+                    "Stage",
+                    "Value",
+                    "Passed",
+                    "Latency (ms)",
+                    "Evaluations",
+                    "Seconds",
+                ],
+                rows,
+                numeric=(0, 3, 5, 6, 7),
+            )
+        )
+    return out
 
 
 def _fidelity(report: Report) -> list[str]:
@@ -199,7 +426,7 @@ def _latency(report: Report) -> list[str]:
         [
             row.model,
             row.task,
-            row.scheme,
+            _scheme(row.scheme, row.is_peer),
             row.backend,
             row.precision,
             fmt_int(row.batch),
@@ -267,13 +494,17 @@ def _footer(report: Report) -> list[str]:
 
 
 def render_markdown(report: Report) -> str:
-    """The report as GitHub-flavoured Markdown: verdict, accuracy, fidelity, latency, failures."""
+    """The report as GitHub-flavoured Markdown: verdict, accuracy and its views, latency, layers."""
     parts = [
         f"## {md_escape(report.title)}",
         *_verdict(report),
         *_accuracy(report),
+        *_engines(report),
+        *_calibrators(report),
+        *_pareto(report),
         *_fidelity(report),
         *_latency(report),
+        *_layers(report),
         *_failed(report),
         *_footer(report),
     ]

@@ -1,8 +1,10 @@
 """The one row model every report renderer reads, and the helpers that format its numbers.
 
-``build_report(records, run_info)`` turns the records of a run (and its ``run.json``) into a
-``Report``: a verdict summary, then accuracy, fidelity, latency, export, failed-cell and
-environment rows. Rows hold raw numbers exactly as stored (scores as fractions, drops as
+``build_report(records, run_info, run_dir=None)`` turns the records of a run (and its
+``run.json``) into a ``Report``: a verdict summary, then accuracy, fidelity, latency, export,
+failed-cell and environment rows, and the views across cells built from them (``views``: engines
+beside fake-quant, peers, calibrators, accuracy vs latency; ``layers``: amaxes, sensitivity and
+the auto recipe's trace; amaxes need ``run_dir``, where their artifacts live). Rows hold raw numbers exactly as stored (scores as fractions, drops as
 ``fp32 - value``, latencies in ms) plus the few values derived here (speedups against the fp32
 baseline of the same run, model, task, backend and shape). Verdicts are read from the records,
 never recomputed. Renderers (HTML, Markdown, CSV) only lay rows out and call the ``fmt_*``
@@ -15,9 +17,15 @@ import json
 import math
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from qdqbench.results import Record
+from qdqbench.suite import PEER_SCHEME_KINDS
+
+if TYPE_CHECKING:
+    from qdqbench.report.layers import AmaxTable, RecipeTrace, SensitivityView
+    from qdqbench.report.views import CalibratorChart, ParetoChart, PeerComparison, SideBySideRow
 
 DASH = "—"  # shown for a missing number
 
@@ -37,6 +45,11 @@ LATENCY_METRICS = (
 
 # ----------------------------------------------------------------------------------------------
 # rows
+
+
+def is_peer_kind(scheme_kind: str) -> bool:
+    """Whether a scheme kind is a peer tool's recipe (ort-dynamic, ort-static, modelopt)."""
+    return scheme_kind in PEER_SCHEME_KINDS
 
 
 @dataclass(frozen=True)
@@ -73,6 +86,11 @@ class AccuracyRow:
     def is_quantized(self) -> bool:
         """Whether this row is a quantized scheme (not the fp32 reference)."""
         return self.scheme_kind != "fp32"
+
+    @property
+    def is_peer(self) -> bool:
+        """A peer tool's recipe, not a QDQBERT scheme."""
+        return is_peer_kind(self.scheme_kind)
 
 
 @dataclass(frozen=True)
@@ -131,6 +149,11 @@ class LatencyRow:
     is_baseline: bool = False
     speedup_latency: float | None = None  # baseline mean / mean
     speedup_throughput: float | None = None  # throughput / baseline throughput
+
+    @property
+    def is_peer(self) -> bool:
+        """A peer tool's recipe, not a QDQBERT scheme."""
+        return is_peer_kind(self.scheme_kind)
 
 
 @dataclass(frozen=True)
@@ -259,6 +282,14 @@ class Report:
     failed: tuple[FailedRow, ...]
     methods: tuple[MethodRow, ...]
     environment: tuple[EnvRow, ...]
+    side_by_side: tuple[SideBySideRow, ...] = ()
+    engines: tuple[str, ...] = ()  # the engine backends of side_by_side, in run order
+    peers: tuple[PeerComparison, ...] = ()
+    calibrators: tuple[CalibratorChart, ...] = ()
+    pareto: tuple[ParetoChart, ...] = ()
+    amax: tuple[AmaxTable, ...] = ()
+    sensitivity: tuple[SensitivityView, ...] = ()
+    traces: tuple[RecipeTrace, ...] = ()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -616,8 +647,20 @@ def _environment_rows(run_info: Mapping[str, Any]) -> list[EnvRow]:
     return rows
 
 
-def build_report(records: Iterable[Record], run_info: Mapping[str, Any] | None = None) -> Report:
-    """Build the row model of a run from its records and its ``run.json`` dict."""
+def build_report(
+    records: Iterable[Record],
+    run_info: Mapping[str, Any] | None = None,
+    *,
+    run_dir: Path | None = None,
+) -> Report:
+    """Build the row model of a run from its records and its ``run.json`` dict.
+
+    ``run_dir`` (the run folder) lets the per-layer views read the ``amax.json`` artifacts the
+    records name; without it the report has everything else.
+    """
+    # The views build on this module's rows, so they are imported here, not at the top.
+    from qdqbench.report import layers, views
+
     records = list(records)
     info = dict(run_info or {})
     order = _Order()
@@ -657,6 +700,9 @@ def build_report(records: Iterable[Record], run_info: Mapping[str, Any] | None =
     if bound_value is None and judged:  # run.json missing: the stored verdicts still say it
         bound_value, bound_mode = judged[0].bound, judged[0].bound_mode
     title = "qdqbench report" + "".join(f" · {p}" for p in (suite_name, run_id) if p)
+    details = {r.cell: r.details for r in ok}
+    pair_anchor = {(p.model, p.task): p.anchor for p in pairs}
+    side, engines = views.side_by_side(accuracy, details)
     return Report(
         title=title,
         suite=suite_name,
@@ -677,6 +723,14 @@ def build_report(records: Iterable[Record], run_info: Mapping[str, Any] | None =
         failed=tuple(failed),
         methods=tuple(_method_rows(latency)),
         environment=tuple(_environment_rows(info)),
+        side_by_side=tuple(side),
+        engines=tuple(engines),
+        peers=tuple(views.peer_comparisons(accuracy, latency, pair_anchor)),
+        calibrators=tuple(views.calibrator_charts(accuracy, details, pair_anchor)),
+        pareto=tuple(views.pareto_charts(accuracy, latency, pair_anchor)),
+        amax=tuple(layers.amax_tables(ok, run_dir)),
+        sensitivity=tuple(layers.sensitivity_views(ok)),
+        traces=tuple(layers.recipe_traces(ok)),
     )
 
 
@@ -743,6 +797,11 @@ def fmt_score(x: float | None) -> str:
 def fmt_points(x: float | None) -> str:
     """A difference of fractions in percent points, signed when negative (0.0045 -> 0.45)."""
     return fmt_score(x)
+
+
+def fmt_delta_points(x: float | None) -> str:
+    """A signed difference of fractions in percent points (0.0041 -> '+0.41', -0.002 -> '-0.20')."""
+    return "+" + fmt_points(x) if _ok(x) and x > 0 else fmt_points(x)
 
 
 def fmt_ci_points(low: float | None, high: float | None) -> str:

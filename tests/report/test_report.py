@@ -320,6 +320,13 @@ def test_write_report_writes_every_format(run_dir: Path):
         "accuracy.csv",
         "latency.csv",
         "fidelity.csv",
+        "engines.csv",
+        "peers.csv",
+        "calibrators.csv",
+        "pareto.csv",
+        "amax.csv",
+        "sensitivity.csv",
+        "recipe_trace.csv",
     ]
     assert all(p.parent == run_dir and p.stat().st_size > 0 for p in paths)
     assert [p.name for p in write_report(run_dir, formats=["md"])] == ["report.md"]
