@@ -25,7 +25,7 @@ import numpy as np
 
 from qdqbench.errors import QdqbenchError
 from qdqbench.results import Metric, Record, ResultStore, Shape, write_json_atomic
-from qdqbench.suite import Cell, SchemeSpec, Suite, expand
+from qdqbench.suite import Cell, QATSpec, SchemeSpec, Suite, expand
 
 RUN_JSON = "run.json"
 SUITE_JSON = "suite.json"
@@ -364,38 +364,186 @@ class Runner:
             sample = encode(data.tokenizer, [pool[i] for i in idx], data.max_length)
         return len(idx), sample.batches(cal.batch_size)
 
+    def _settings(self, scheme: SchemeSpec):
+        from qdqbench.quant.qdqbert import QDQSettings
+
+        return QDQSettings(
+            bits=scheme.bits, groups=tuple(scheme.groups), per_channel_weights=scheme.weights == "per-channel",
+            calib_method=scheme.calibration.method, num_bins=scheme.calibration.num_bins, skip=tuple(scheme.skip),
+            clip_gelu=scheme.clip_gelu, fuse_qkv=scheme.fuse_qkv, weight_bits=scheme.weight_bits,
+        )
+
     def _build_variant(self, data: TaskData, sname: str):
         """The fp32 model itself, or a calibrated QDQBERT copy of it (amaxes saved as an artifact)."""
         from qdqbench.evaluate import torch_forward
-        from qdqbench.quant.qdqbert import QDQSettings, count_quantizers, quantize_bert
-        from qdqbench.quant.quantizer import calibrating, finish_calibration
+        from qdqbench.quant.qdqbert import count_quantizers, quantize_bert
+        from qdqbench.quant.quantizer import calibrating, finish_calibration, quantizers
+        from qdqbench.quant.recipes import apply_post_calibration
 
         scheme = self.suite.schemes[sname]
         if scheme.kind == "fp32" or scheme.is_peer:
             # A peer recipe starts from the fp32 model; its own tool quantizes the export.
             return _Variant(data.model, {})
-        settings = QDQSettings(
-            bits=scheme.bits, groups=tuple(scheme.groups), per_channel_weights=scheme.weights == "per-channel",
-            calib_method=scheme.calibration.method, num_bins=scheme.calibration.num_bins, skip=tuple(scheme.skip),
-        )
-        model = quantize_bert(copy.deepcopy(data.model), settings)
+        settings = self._settings(scheme)
+        artifacts = self.run_dir / "artifacts" / data.resolved.name / data.task_key / sname
         t0 = time.perf_counter()
         n, batches = self._calibration_batches(data, scheme)
-        forward = torch_forward(model, data.output)
-        with calibrating(model):
-            for _, feeds in batches:
-                forward(feeds)
-        amaxes = finish_calibration(model, scheme.calibration.method, percentile=scheme.calibration.percentile)
+        info: dict[str, Any] = {}
+        if scheme.recipe == "auto":
+            model, info["recipe"] = self._auto_recipe(data, sname, scheme, settings, batches, artifacts)
+        else:
+            model = quantize_bert(copy.deepcopy(data.model), settings)
+            forward = torch_forward(model, data.output)
+            with calibrating(model):
+                for _, feeds in batches:
+                    forward(feeds)
+            finish_calibration(model, scheme.calibration.method, percentile=scheme.calibration.percentile)
+            changes = apply_post_calibration(model, settings)
+            if changes:
+                info["post_calibration"] = changes
+            if scheme.qat is not None:
+                info["qat"] = self._qat(data, scheme.qat, model, artifacts / "qat")
+        amaxes = {name: float(q.amax.max()) for name, q in quantizers(model) if q.mode != "disabled"}
         # The calibrated ranges are an artifact: reviewers compare them across runs and calibrators.
-        amax_path = self.run_dir / "artifacts" / data.resolved.name / data.task_key / sname / "amax.json"
-        write_json_atomic(amax_path, amaxes)
+        write_json_atomic(artifacts / "amax.json", amaxes)
         info = {
             "calibration": {"method": scheme.calibration.method, "samples": n,
                             "seconds": round(time.perf_counter() - t0, 3), **data.notes},
             "quantizers": count_quantizers(model),
-            "amax": str(amax_path.relative_to(self.run_dir)),
+            "amax": str((artifacts / "amax.json").relative_to(self.run_dir)),
+            **info,
         }
         return _Variant(model, info, amaxes)
+
+    def _train_data(self, data: TaskData, limit: int | None, seed: int, exclude: int = 0):
+        """(encoded, labels) of the training split, shuffled by seed, skipping the first ``exclude``."""
+        from qdqbench.evaluate import encode
+
+        if data.scorer is None or getattr(data.task, "kind", "") == "qa":
+            raise QdqbenchError("QAT and recipe: auto need a labelled GLUE task (classification or regression)")
+        pool = data.calib_pool
+        order = np.random.default_rng(seed + 7919).permutation(len(pool))[exclude:]
+        if limit:
+            order = order[:limit]
+        examples = [pool[i] for i in order]
+        return encode(data.tokenizer, examples, data.max_length), data.task.label_array(examples)
+
+    def _qat_plan(self, data: TaskData, spec):
+        from qdqbench.qat import QATError, QATPlan
+
+        original = spec.original
+        ft = data.resolved.path / "finetune.json"
+        if original is None and ft.is_file():
+            original = json.loads(ft.read_text(encoding="utf-8"))
+        if original is not None:
+            plan = QATPlan.from_finetune(original, fraction=spec.fraction, lr_fraction=spec.lr_fraction,
+                                         warmup=spec.warmup)
+            return QATPlan(steps=spec.steps or plan.steps, lr=spec.lr or plan.lr, warmup=spec.warmup,
+                           schedule="cosine", batch_size=spec.batch_size or plan.batch_size, source=plan.source)
+        if spec.steps is None or spec.lr is None:
+            raise QATError(f"QAT needs steps and lr, or the original schedule (finetune.json beside "
+                           f"{data.resolved.path} or qat.original)")
+        return QATPlan(steps=spec.steps, lr=spec.lr, warmup=spec.warmup, schedule="cosine",
+                       batch_size=spec.batch_size or 32, source={"given": True})
+
+    def _qat(self, data: TaskData, spec, model, checkpoint_dir: Path) -> dict[str, Any]:
+        """Fine-tune ``model`` in place with fake quantization; checkpoints make it resumable."""
+        from qdqbench.qat import classification_loss, finetune, regression_loss, train_batches
+
+        plan = self._qat_plan(data, spec)
+        encoded, labels = self._train_data(data, spec.max_train_examples, self.suite.seed)
+        batches = train_batches(encoded, labels, plan.batch_size, label_perm=data.scorer.label_perm)
+        every = spec.checkpoint_every or max(1, plan.steps // 5)
+
+        def progress(step) -> None:
+            if step.step == 1 or step.step % every == 0 or step.step == step.steps:
+                self._say(f"  QAT step {step.step}/{step.steps} loss {step.loss:.4f}")
+
+        result = finetune(model, batches, steps=plan.steps, lr=plan.lr, warmup=plan.warmup, schedule=plan.schedule,
+                          seed=self.suite.seed, loss_fn=regression_loss if data.task.is_regression else classification_loss,
+                          checkpoint_dir=checkpoint_dir, checkpoint_every=every, progress=progress)
+        model.eval()
+        return {"plan": plan.to_dict(), **result.to_dict()}
+
+    def _auto_recipe(self, data: TaskData, sname: str, scheme: SchemeSpec, settings, batches, artifacts: Path):
+        """``recipe: auto``: calibrators → partial → QAT, chosen on a held-out train slice."""
+        from qdqbench.autoquant import (Budget, Calibrations, CalibratorSpec, MeetsBound, auto_recipe,
+                                        logits_sqnr_proxy, outputs_fn)
+        from qdqbench.evaluate import run_batches, torch_forward
+
+        auto = scheme.auto
+        bs = self.suite.tasks[data.task_key].eval_batch_size
+        selection, sel_labels = self._train_data(data, auto.selection_examples, self.suite.seed)
+        scorer = type(data.scorer)(data.task, sel_labels, data.scorer.label_perm)
+        metric = data.task.primary_metric
+
+        def score(model) -> float:
+            out = run_batches(selection, bs, torch_forward(model, data.output), reduce=data.reduce)
+            return scorer.scores(scorer.predictions(out))[metric]
+
+        # The sensitivity proxy (logits SQNR) runs dozens of times: a 128-example slice is enough
+        # to rank parts, and the bound itself is still checked on the whole selection split.
+        from qdqbench.evaluate import Encoded
+
+        k = min(128, len(selection.input_ids))
+        proxy_set = Encoded(selection.input_ids[:k], selection.token_type_ids[:k], selection.pad_id)
+        forward = outputs_fn(proxy_set, bs, data.output, data.reduce)
+        acc = self.suite.accuracy
+        meets = MeetsBound(metric, score, baseline=score(data.model), bound=acc.bound, mode=acc.mode)
+        calibrate = Calibrations(data.model, settings,
+                                 run_calibration=lambda m: [torch_forward(m, data.output)(f) for _, f in batches])
+        qat_fn = None
+        if auto.qat:
+            spec = scheme.qat or QATSpec()
+            qat_fn = lambda m: self._qat(data, spec, m, artifacts / "qat")  # noqa: E731
+        result = auto_recipe(
+            calibrate, meets, calibrators=[CalibratorSpec.parse(c) for c in auto.calibrators],
+            score_fn=logits_sqnr_proxy(forward(data.model), forward),
+            latency_fn=self._latency_fn(data, auto, artifacts), qat_fn=qat_fn,
+            budget=Budget(max_evaluations=auto.max_evaluations, max_seconds=auto.max_minutes * 60),
+            partial=auto.partial, progress=lambda msg: self._say(f"  auto: {msg}"),
+        )
+        info = result.to_dict()
+        info["selection_split"] = f"{len(sel_labels)} held-out training examples (the dev set only scores the choice)"
+        return result.model, info
+
+    def _latency_fn(self, data: TaskData, auto, artifacts: Path):
+        """Export a candidate and time it on the target engine at the largest timed batch (or None)."""
+        engines = [b for b in self.suite.backends if b != "torch"]
+        target = auto.target_backend or (engines[0] if engines else None)
+        if target is None:
+            return None
+        from qdqbench.evaluate import timing_feeds
+        from qdqbench.export import export_onnx
+        from qdqbench.timing import TimingSettings, measure_in_subprocess
+
+        batch, seq = max(self.suite.shapes.batch), self.suite.shapes.seq[0]
+        folder = artifacts / "auto"
+        folder.mkdir(parents=True, exist_ok=True)
+        feeds_path = folder / f"b{batch}s{seq}.npz"
+        np.savez(feeds_path, **timing_feeds(data.tokenizer, data.texts, batch, seq))
+        counter = {"n": 0}
+
+        def latency(model) -> float | None:
+            import torch
+
+            counter["n"] += 1
+            path = folder / f"candidate-{counter['n']}.onnx"
+            _, feeds = data.eval_encoded.batches(2)[0]
+            try:
+                export_onnx(model, path, {k: torch.from_numpy(v) for k, v in feeds.items()}, output=data.output)
+                stats, _ = measure_in_subprocess(target, path, "int8", feeds_path,
+                                                 TimingSettings(warmup_s=0.5, warmup_iters=3, min_iters=10,
+                                                                min_duration_s=1.0),
+                                                 threads=self._threads())
+                return stats.mean
+            except QdqbenchError as exc:
+                self._say(f"  auto: latency of candidate {counter['n']} unknown ({exc})")
+                return None
+            finally:
+                path.unlink(missing_ok=True)
+
+        return latency
 
     # ------------------------------------------------------------------ torch cells
 
@@ -489,13 +637,10 @@ class Runner:
                                    "op_counts": info.op_counts}
         status, error = "ok", None
         if scheme.kind == "qdq":
-            check = check_qdq_structure(info.path, scheme.groups)
-            details["structure"] = {
-                "matmuls": check.matmuls, "matmuls_quantized": check.matmuls_quantized,
-                "residual_adds": check.residual_adds, "residual_adds_quantized": check.residual_adds_quantized,
-                "problems": check.problems[:20],
-            }
-            if not check.ok and not scheme.skip:
+            # The check knows which quantizers the scheme left in float (skip patterns, groups off).
+            check = check_qdq_structure(info.path, scheme.groups, model=variant.get().model)
+            details["structure"] = check.summary()
+            if not check.ok:
                 status, error = "failed", f"Q/DQ structure check: {check.problems[0]} ({len(check.problems)} problems)"
         metrics = [Metric(name="onnx_mb", value=round(info.size_mb, 3), unit="MB", higher_is_better=False),
                    Metric(name="qdq_nodes", value=info.qdq_nodes, unit="nodes")]

@@ -83,6 +83,47 @@ class CalibrationSpec(_Strict):
     seed: int = 0
 
 
+class QATSpec(_Strict):
+    """Quantization-aware fine-tuning of the calibrated variant (Wu et al.: ~10% of the original
+    schedule at ~1% of its learning rate, cosine annealing). Without ``steps``/``lr`` the original
+    schedule is read from the checkpoint's ``finetune.json`` (or given as ``original``)."""
+
+    steps: int | None = Field(None, ge=1)
+    fraction: float = Field(0.1, gt=0, le=10)
+    lr: float | None = Field(None, gt=0)
+    lr_fraction: float = Field(0.01, gt=0, le=1)
+    batch_size: int | None = Field(None, ge=1)
+    warmup: int = Field(0, ge=0)
+    original: dict[str, float] | None = None  # lr, epochs, batch_size, train_examples
+    max_train_examples: int | None = Field(None, ge=1)
+    checkpoint_every: int | None = Field(None, ge=1)
+
+
+class AutoSpec(_Strict):
+    """``recipe: auto``: calibrators, then partial quantization, then QAT; keep the fastest
+    variant on the target engine that meets the bound, within the budget."""
+
+    calibrators: list[str] = Field(default_factory=lambda: ["max", "percentile-99.99", "percentile-99.999",
+                                                              "entropy", "mse"])
+    partial: bool = True
+    qat: bool = True
+    max_evaluations: int = Field(40, ge=1)
+    max_minutes: float = Field(30.0, gt=0)
+    selection_examples: int = Field(512, ge=16)  # held out of the train split: choices never see dev
+    target_backend: str | None = None  # engine whose latency decides; default: the first engine
+
+    @field_validator("calibrators")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        for c in v:
+            method = c.replace(":", "-").split("-", 1)[0]
+            if method not in CALIBRATION_METHODS:
+                raise ValueError(f"unknown calibrator '{c}'{did_you_mean(method, CALIBRATION_METHODS)}")
+        if not v:
+            raise ValueError("give at least one calibrator")
+        return v
+
+
 PEER_SCHEME_KINDS = ("ort-dynamic", "ort-static", "modelopt")
 
 
@@ -92,10 +133,18 @@ class SchemeSpec(_Strict):
 
     kind: Literal["fp32", "qdq", "ort-dynamic", "ort-static", "modelopt"] = "qdq"
     bits: int = Field(8, ge=4, le=8)
+    # Weights on a narrower grid than activations; 7 avoids int16 saturation of ONNX Runtime's
+    # u8×s8 kernels on x86 CPUs without VNNI (its "reduce_range").
+    weight_bits: int | None = Field(None, ge=4, le=8)
     groups: list[Literal["linear", "matmul", "residual"]] = Field(default_factory=lambda: list(GROUPS))
     weights: Literal["per-channel", "per-tensor"] = "per-channel"
     calibration: CalibrationSpec = Field(default_factory=CalibrationSpec)
     skip: list[str] = Field(default_factory=list)
+    clip_gelu: float | None = Field(None, gt=0)  # GELU10-style clip of the FFN second linear's input amax
+    fuse_qkv: bool = False  # one range for Q, K and V (engines that run them as one GEMM)
+    qat: QATSpec | None = None
+    recipe: Literal["fixed", "auto"] = "fixed"
+    auto: AutoSpec = Field(default_factory=AutoSpec)
     peer: dict[str, Any] = Field(default_factory=dict)  # settings of a peer recipe, validated by qdqbench.peers
 
     @model_validator(mode="after")

@@ -232,3 +232,25 @@ def test_peer_settings_are_validated(make_tiny_suite, capsys):
     assert main(["validate", str(suite)]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "schemes.p" in line and "did you mean 'per_channel'" in line
+
+
+def test_qat_and_auto_recipe_schemes(make_tiny_suite, tmp_path):
+    """QAT fine-tunes with the given schedule; recipe: auto records its trace and choice."""
+    suite = make_tiny_suite(schemes={
+        "fp32": {"kind": "fp32"},
+        "int8-qat": {"calibration": {"samples": 8}, "qat": {"steps": 4, "lr": 1e-4, "batch_size": 4}},
+        "int8-auto": {"recipe": "auto", "calibration": {"samples": 8},
+                      "auto": {"calibrators": ["max", "percentile-99.9"], "selection_examples": 16,
+                               "max_evaluations": 6, "qat": False}},
+    })
+    out = tmp_path / "runs"
+    assert main(["run", str(suite), "--out", str(out), "--quiet"]) == 0
+    run_dir = _only_run_dir(out)
+    records = {r.cell: r for r in load_records(run_dir)}
+    qat = records["tiny/sst2/int8-qat/torch/accuracy"].details["qat"]
+    assert qat["steps"] == 4 and len(qat["loss_curve"]["values"]) == 4 and qat["plan"]["lr"] == 1e-4
+    assert (run_dir / "artifacts/tiny/sst2/int8-qat/qat").is_dir()
+    recipe = records["tiny/sst2/int8-auto/torch/accuracy"].details["recipe"]
+    assert recipe["chosen"] and recipe["trace"] and recipe["budget"]["evaluations"] <= 6
+    assert "held-out training examples" in recipe["selection_split"]
+    assert records["tiny/sst2/int8-auto/onnxruntime/accuracy"].status == "ok"

@@ -52,7 +52,7 @@ def test_glue_local_reproduces_fp32_and_reports_drops(tmp_path, shared_path):
     rc, rec = _run(tmp_path, "glue-local.yaml", *FAST_TIMING,
                    "--set", "shapes.batch=[8]",
                    "--set", "schemes={fp32: {kind: fp32}, int8-max: {calibration: {samples: 128}}, "
-                            "int8-max-no-residual: {groups: [linear, matmul], calibration: {samples: 128}}}")
+                            "int8-max-no-residual: {groups: [linear, matmul], weight_bits: 7, calibration: {samples: 128}}}")
     assert rc == 0, [r.error for r in rec.values() if r.error]
     for name, task in (("minilm-l6-sst2", "sst2"), ("minilm-l6-mrpc", "mrpc"), ("minilm-l6-stsb", "stsb")):
         expected = json.loads((models / name / "finetune.json").read_text())["dev_metrics"]
@@ -67,8 +67,7 @@ def test_glue_local_reproduces_fp32_and_reports_drops(tmp_path, shared_path):
                 assert v is not None and v.baseline == pytest.approx(fp32.metric(v.metric).value)
                 assert v.drop_ci_low <= v.drop <= v.drop_ci_high
                 assert r.precision == ("int8-fakequant" if backend == "torch" else "int8")
-        # The number that ships is the engine's; it must stay close to the fake-quant model. (On
-        # this AVX2-only CPU ONNX Runtime's integer kernels flip up to ~6% of MRPC's borderline
-        # predictions; the record keeps the count so the report can show it.)
+        # The number that ships is the engine's; it must stay close to the fake-quant model. With
+        # 7-bit weights ONNX Runtime's u8×s8 kernels cannot saturate on CPUs without VNNI.
         eng = rec[f"{name}/{task}/int8-max-no-residual/onnxruntime/accuracy"]
-        assert 0 <= eng.details["changed_vs_torch"] <= 0.1 * eng.details["examples"]
+        assert eng.details["changed_vs_torch"] <= 0.02 * eng.details["examples"]

@@ -1,14 +1,17 @@
-"""The fake-quant building blocks: ``TensorQuantizer`` and ``QuantLinear``.
+"""The fake-quant building blocks: ``FakeQuantize``, ``TensorQuantizer`` and ``QuantLinear``.
 
 A ``TensorQuantizer`` is a module with an ``amax`` buffer (so ranges live in the state dict) and
-three modes: ``quantize`` (fake-quantize with ``torch.fake_quantize_per_*_affine``, which exports
-to ONNX QuantizeLinear/DequantizeLinear and gives QAT a straight-through gradient), ``calibrate``
-(feed the input to a calibrator, pass it through unchanged) and ``disabled`` (identity). Modes are
-switched with the ``calibrating`` / ``quantizers_disabled`` context managers, which always restore
-what was there before.
+three modes: ``quantize`` (fake-quantize with ``FakeQuantize``: exactly ONNX
+QuantizeLinear → DequantizeLinear in the forward, exported as that Q/DQ pair, a straight-through
+gradient for QAT), ``calibrate`` (feed the input to a calibrator, pass it through unchanged) and
+``disabled`` (identity). Modes are switched with the ``calibrating`` / ``quantizers_disabled``
+context managers, which always restore what was there before.
 
 Numerics (DESIGN.md): symmetric, zero point 0, scale = amax / (2**(bits-1) - 1), quantized range
 [-2**(bits-1), 2**(bits-1) - 1] — for 8 bits [-128, 127], the range ONNX QuantizeLinear uses.
+DESIGN.md names ``torch.fake_quantize_per_*_affine``; we do not use it because it rounds
+``x * (1/scale)``, not ``x / scale`` (see ``FakeQuantize``), so its results differ from every
+ONNX runtime's QuantizeLinear on elements next to a rounding boundary.
 """
 
 from __future__ import annotations
@@ -20,10 +23,65 @@ from typing import Iterator, Literal
 import torch
 from torch import nn
 
-from qdqbench.errors import CalibrationError
+from qdqbench.errors import CalibrationError, ExportError
 from qdqbench.quant.calib import make_calibrator
 
 Mode = Literal["quantize", "calibrate", "disabled"]
+
+
+class FakeQuantize(torch.autograd.Function):
+    """``clamp(round(x / scale), qmin, qmax) * scale`` with a straight-through gradient.
+
+    The forward is exactly ONNX QuantizeLinear → DequantizeLinear (zero point 0): a true division
+    by ``scale`` in float32, as ONNX Runtime's kernels do, and round-half-to-even.
+    ``torch.fake_quantize_*`` multiplies by ``1 / scale`` instead, which on rare elements (about 1
+    in 10^5 for some scales, torch 2.13) lands on the other side of a rounding boundary than
+    QuantizeLinear. The backward passes the gradient where the rounded value lies in
+    ``[qmin, qmax]`` and zeroes it where the input was clipped, as torch's fake quant does; amax
+    is a buffer, not a learned parameter, so ``scale`` gets no gradient.
+
+    ``symbolic`` exports the op as a QuantizeLinear/DequantizeLinear pair (``axis`` per channel)
+    for the TorchScript exporter, each pair with its own zero-point Constant. A zero point shared
+    by all pairs (what passing it in as a tensor gives: the exporter de-duplicates constants) lets
+    ONNX Runtime's common-subexpression elimination merge the Q nodes of the several quantizers
+    that read one tensor (Q, K, V inputs and the residual) into one Q with several consumers,
+    and its s8→u8 rewrite for x86 integer kernels skips such a Q: those MatMuls then stay float
+    (onnxruntime 1.32, AVX2).
+    """
+
+    @staticmethod
+    def forward(ctx, x, scale, qmin: int, qmax: int, axis: int | None):
+        if axis is not None:
+            shape = [1] * x.dim()
+            shape[axis] = -1
+            scale = scale.reshape(shape)
+        q = torch.round(x / scale)
+        ctx.save_for_backward((q >= qmin) & (q <= qmax))
+        return torch.clamp(q, qmin, qmax) * scale
+
+    @staticmethod
+    def backward(ctx, grad):
+        (inside,) = ctx.saved_tensors
+        return grad * inside, None, None, None, None
+
+    @staticmethod
+    def symbolic(g, x, scale, qmin: int, qmax: int, axis: int | None):
+        # A narrower grid fits the int8 container; export_onnx allows it only where nothing can
+        # exceed amax (weights), since QuantizeLinear clamps at -128/127, not at qmin/qmax.
+        if qmin < -128 or qmax > 127:
+            raise ExportError(f"the range [{qmin}, {qmax}] does not fit ONNX int8 Q/DQ")
+        if axis is None:
+            zero = torch.zeros((), dtype=torch.int8)
+            kwargs = {}
+        else:
+            sizes = scale.type().sizes()
+            if not sizes:
+                raise ExportError("per-channel scale of unknown size in the traced graph")
+            zero = torch.zeros(sizes, dtype=torch.int8)
+            kwargs = {"axis_i": axis}
+        zero_point = g.op("Constant", value_t=zero)
+        q = g.op("QuantizeLinear", x, scale, zero_point, **kwargs)
+        return g.op("DequantizeLinear", q, scale, zero_point, **kwargs)
 
 
 class TensorQuantizer(nn.Module):
@@ -120,21 +178,18 @@ class TensorQuantizer(nn.Module):
         return self._fake_quantize(x)
 
     def _fake_quantize(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.jit.is_tracing() and not self.is_calibrated:
-            raise CalibrationError(f"quantizer '{self.qname}' is used before calibration (amax is NaN)")
+        if not self.is_calibrated:
+            raise CalibrationError(f"quantizer '{self.qname}' is used before calibration (amax is {self._amax_text()})")
         dtype = x.dtype
         xf = x if dtype == torch.float32 else x.float()
         scale = (self.amax / self.qmax).to(xf.device)
-        if self.axis is None:
-            zero_point = torch.zeros((), dtype=torch.int32, device=xf.device)
-            out = torch.fake_quantize_per_tensor_affine(xf, scale, zero_point, self.qmin, self.qmax)
-        else:
-            zero_point = torch.zeros(scale.shape, dtype=torch.int32, device=xf.device)
-            axis = self.axis % xf.dim()
-            out = torch.fake_quantize_per_channel_affine(
-                xf, scale, zero_point, axis, self.qmin, self.qmax
-            )
+        axis = None if self.axis is None else self.axis % xf.dim()
+        out = FakeQuantize.apply(xf, scale, self.qmin, self.qmax, axis)
         return out if dtype == torch.float32 else out.to(dtype)
+
+    def _amax_text(self) -> str:
+        bad = self.amax[~torch.isfinite(self.amax) | (self.amax <= 0)].reshape(-1)
+        return f"{bad[0].item()}" if bad.numel() else "unset"
 
     def extra_repr(self) -> str:
         if self.amax.numel() == 0 or torch.isnan(self.amax).all():
@@ -153,17 +208,18 @@ class QuantLinear(nn.Linear):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
                  num_bits: int = 8, per_channel: bool = True, calib_method: str = "max",
-                 num_bins: int = 2048, device=None, dtype=None):
+                 num_bins: int = 2048, weight_bits: int | None = None, device=None, dtype=None):
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
-        self._add_quantizers(num_bits, per_channel, calib_method, num_bins)
+        self._add_quantizers(num_bits, per_channel, calib_method, num_bins, weight_bits)
 
-    def _add_quantizers(self, num_bits: int, per_channel: bool, calib_method: str, num_bins: int) -> None:
+    def _add_quantizers(self, num_bits: int, per_channel: bool, calib_method: str, num_bins: int,
+                        weight_bits: int | None) -> None:
         self.input_quantizer = TensorQuantizer(num_bits, calib_method=calib_method, num_bins=num_bins)
         # The weight is quantized in its transposed (in, out) layout, per output channel (axis 1
         # there, axis 0 of the nn.Linear weight): the export then reads DQ(W^T) -> MatMul, the
         # pattern ONNX Runtime and TensorRT fuse into integer GEMMs without a Transpose between.
         self.weight_quantizer = TensorQuantizer(
-            num_bits,
+            num_bits if weight_bits is None else weight_bits,
             axis=1 if per_channel else None,
             channels=self.out_features if per_channel else None,
             is_weight=True,
@@ -173,13 +229,14 @@ class QuantLinear(nn.Linear):
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, *, num_bits: int = 8, per_channel: bool = True,
-                    calib_method: str = "max", num_bins: int = 2048) -> "QuantLinear":
+                    calib_method: str = "max", num_bins: int = 2048,
+                    weight_bits: int | None = None) -> "QuantLinear":
         """A QuantLinear sharing ``linear``'s parameters, with its weight amax set from them."""
         q = cls.__new__(cls)
         nn.Module.__init__(q)
         q.in_features, q.out_features = linear.in_features, linear.out_features
         q.weight, q.bias = linear.weight, linear.bias
-        q._add_quantizers(num_bits, per_channel, calib_method, num_bins)
+        q._add_quantizers(num_bits, per_channel, calib_method, num_bins, weight_bits)
         q.calibrate_weight()
         return q
 
@@ -216,6 +273,7 @@ def calibrating(model: nn.Module) -> Iterator[nn.Module]:
     saved = {q: q.mode for _, q in quantizers(model)}
     try:
         for _, q in quantizers(model):
+            q._calibrator = None  # start from no statistics, even after an aborted calibration
             if q.mode == "disabled":
                 continue
             # Weights are calibrated from the parameters directly; only activations collect.
@@ -244,6 +302,8 @@ def finish_calibration(model: nn.Module, method: str | None = None, **params) ->
 
     Returns {quantizer name: amax (max over channels)} for the record. Raises CalibrationError,
     naming the quantizer, for a quantizer that saw no data or ended with an unusable range.
+    Recipes that adjust ranges (``recipes.apply_post_calibration``: fused QKV, GELU10) come after
+    this, since it recomputes the weight ranges.
     """
     out: dict[str, float] = {}
     for name, q in quantizers(model):
@@ -278,6 +338,7 @@ def sqnr_db(reference: torch.Tensor, test: torch.Tensor) -> float:
 
 
 __all__ = [
+    "FakeQuantize",
     "TensorQuantizer",
     "QuantLinear",
     "quantizers",
