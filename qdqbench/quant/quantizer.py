@@ -276,8 +276,10 @@ def calibrating(model: nn.Module) -> Iterator[nn.Module]:
             q._calibrator = None  # start from no statistics, even after an aborted calibration
             if q.mode == "disabled":
                 continue
-            # Weights are calibrated from the parameters directly; only activations collect.
-            q.mode = "quantize" if q.is_weight else "calibrate"
+            # Weights take their ranges from the parameters and stay float while activations
+            # collect (as pytorch-quantization calibrates): the ranges then describe the fp32
+            # network, and calibration does not pay for fake-quantizing every weight per batch.
+            q.mode = "disabled" if q.is_weight else "calibrate"
         yield model
     finally:
         for q, mode in saved.items():
