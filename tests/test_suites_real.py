@@ -69,5 +69,9 @@ def test_glue_local_reproduces_fp32_and_reports_drops(tmp_path, shared_path):
                 assert r.precision == ("int8-fakequant" if backend == "torch" else "int8")
         # The number that ships is the engine's; it must stay close to the fake-quant model. With
         # 7-bit weights ONNX Runtime's u8×s8 kernels cannot saturate on CPUs without VNNI.
+        # (A regression prediction counts as changed when it moves by more than 0.05 on the 0–5
+        # scale, so STS-B's count is the strictest.)
         eng = rec[f"{name}/{task}/int8-max-no-residual/onnxruntime/accuracy"]
-        assert eng.details["changed_vs_torch"] <= 0.02 * eng.details["examples"]
+        fq = rec[f"{name}/{task}/int8-max-no-residual/torch/accuracy"]
+        assert eng.details["changed_vs_torch"] <= 0.05 * eng.details["examples"]
+        assert abs(eng.verdict.value - fq.verdict.value) <= 0.005
