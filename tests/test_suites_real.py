@@ -74,4 +74,4 @@ def test_glue_local_reproduces_fp32_and_reports_drops(tmp_path, shared_path):
         eng = rec[f"{name}/{task}/int8-max-no-residual/onnxruntime/accuracy"]
         fq = rec[f"{name}/{task}/int8-max-no-residual/torch/accuracy"]
         assert eng.details["changed_vs_torch"] <= 0.05 * eng.details["examples"]
-        assert abs(eng.verdict.value - fq.verdict.value) <= 0.005
+        assert abs(eng.verdict.value - fq.verdict.value) <= 0.01  # one point
