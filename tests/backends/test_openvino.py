@@ -3,7 +3,7 @@ pin, runtime precisions read from the compiled graph, agreement with onnxruntime
 
 from __future__ import annotations
 
-import warnings
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -18,62 +18,18 @@ from qdqbench.errors import BackendError  # noqa: E402
 from qdqbench.results import Shape  # noqa: E402
 from qdqbench.timing import TimingSettings  # noqa: E402
 
-INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
 FAST = TimingSettings(warmup_s=0.0, warmup_iters=2, min_iters=5, min_duration_s=0.0)
 
 
-def make_feeds(batch: int = 2, seq: int = 8, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    mask = np.ones((batch, seq), np.int64)
-    mask[0, seq - 2:] = 0
-    return {"input_ids": rng.integers(0, 100, (batch, seq), dtype=np.int64),
-            "attention_mask": mask, "token_type_ids": np.zeros((batch, seq), np.int64)}
+def _load_tiny_onnx():
+    spec = importlib.util.spec_from_file_location("_qdqbench_tiny_onnx", Path(__file__).with_name("tiny_onnx.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def export_tiny_bert(path: Path) -> Path:
-    """A 1-layer random BERT (hidden 32) exported with the TorchScript exporter, dynamic axes."""
-    import torch
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=64)
-    model = BertModel._from_config(config, attn_implementation="eager").eval()
-
-    class Wrapped(torch.nn.Module):
-        def __init__(self, bert):
-            super().__init__()
-            self.bert = bert
-
-        def forward(self, input_ids, attention_mask, token_type_ids):
-            return self.bert(input_ids=input_ids, attention_mask=attention_mask,
-                             token_type_ids=token_type_ids).last_hidden_state
-
-    args = tuple(torch.from_numpy(a) for a in make_feeds().values())
-    axes = {n: {0: "batch", 1: "seq"} for n in INPUTS + ["output"]}
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # legacy-exporter and tracer warnings, expected here
-        torch.onnx.export(Wrapped(model), args, str(path), dynamo=False, opset_version=17,
-                          input_names=INPUTS, output_names=["output"], dynamic_axes=axes)
-    return path
-
-
-def quantize_qdq(src: Path, dst: Path) -> Path:
-    """Static Q/DQ quantization of the MatMuls only (see test_onnxruntime.quantize_qdq)."""
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
-                                          quantize_static)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self._it = iter([make_feeds(1, 8, seed=s) for s in range(4)])
-
-        def get_next(self):
-            return next(self._it, None)
-
-    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                    op_types_to_quantize=["MatMul"])
-    return dst
+_tiny = _load_tiny_onnx()
+make_feeds, export_tiny_bert, quantize_qdq = _tiny.make_feeds, _tiny.export_tiny_bert, _tiny.quantize_qdq
 
 
 @pytest.fixture(scope="module")

@@ -146,10 +146,9 @@ def _require_tensorrt() -> None:
 def tiny_models(tmp_path_factory):
     _require_tensorrt()
     pytest.importorskip("onnxruntime")  # the helpers quantize with it
-    # Reuse the tiny-BERT builders of the onnxruntime tests, loaded by path so this works
-    # under any pytest import mode.
+    # The shared tiny-BERT builders, loaded by path so this works under any pytest import mode.
     spec = importlib.util.spec_from_file_location(
-        "_qdqbench_ort_test_helpers", Path(__file__).with_name("test_onnxruntime.py"))
+        "_qdqbench_tiny_onnx", Path(__file__).with_name("tiny_onnx.py"))
     helpers = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(helpers)
     d = tmp_path_factory.mktemp("trt_models")
