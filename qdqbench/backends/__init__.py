@@ -3,7 +3,8 @@
 ``BACKENDS`` maps a backend name to ``"module:Class"``; ``get_backend`` imports the module only
 when that backend is asked for, so importing ``qdqbench.backends`` (or listing names for
 ``qdqbench ls``) imports no runtime. Adding a backend means one module and one entry here.
-``"torch"`` is named in ``BACKEND_NAMES`` but runs in-process in the runner, so it has no entry.
+``"torch"`` scores accuracy in-process in the runner; its entry here times the saved eager or
+fake-quant module in a worker process like every other engine.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ BACKENDS: dict[str, str] = {
     "onnxruntime": "qdqbench.backends.onnxruntime:OnnxRuntimeBackend",
     "openvino": "qdqbench.backends.openvino:OpenVINOBackend",
     "tensorrt": "qdqbench.backends.tensorrt:TensorRTBackend",
+    "torch": "qdqbench.backends.torch:TorchBackend",
 }
 
 BACKEND_NAMES: tuple[str, ...] = ("torch", "onnxruntime", "openvino", "tensorrt")
@@ -29,9 +31,6 @@ def get_backend(name: str) -> "Backend":
     """An instance of the backend called ``name``; unknown names get a did-you-mean error."""
     target = BACKENDS.get(name)
     if target is None:
-        if name == "torch":
-            raise BackendError("the 'torch' backend runs in-process in the runner and has no "
-                               "registry entry in qdqbench.backends")
         raise BackendError(f"unknown backend '{name}'{did_you_mean(name, BACKEND_NAMES)}; "
                            f"known: {', '.join(BACKEND_NAMES)}")
     module_name, _, cls_name = target.partition(":")

@@ -4,6 +4,8 @@ calibration errors that name the quantizer, state-dict ranges and the repr."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -236,3 +238,35 @@ def test_repr_shows_bits_axis_amax_and_mode():
     assert "6bit, per-tensor, uncalibrated, calib=entropy" in repr(a)
     a.mode = "disabled"
     assert "mode=disabled" in repr(a)
+
+
+def test_amax_is_checked_once_per_value_but_every_change_is_seen():
+    q = TensorQuantizer()
+    q.qname = "q"
+    q.set_amax(2.0)
+    x = torch.randn(16)
+    q(x)
+    assert q._checked is not None  # checked once, remembered for the next calls
+    # A state dict written in place with an unusable range is caught on the next call.
+    q.load_state_dict({"amax": torch.tensor(float("nan"))})
+    with pytest.raises(CalibrationError, match="'q' is used before calibration"):
+        q(x)
+    q.amax.fill_(-1.0)  # any in-place write bumps the version counter
+    with pytest.raises(CalibrationError, match="amax is -1.0"):
+        q(x)
+    q.set_amax(1.0)
+    assert torch.equal(q(torch.tensor([0.3])), torch.tensor([round(0.3 * 127) / 127]))
+    # A copy checks its own buffer afresh.
+    assert copy.deepcopy(q)._checked is None
+
+
+def test_inference_keeps_no_ste_mask_and_training_still_gets_gradients():
+    q = TensorQuantizer()
+    q.set_amax(1.0)
+    x = torch.tensor([0.5, 2.0, -3.0], requires_grad=True)
+    with torch.no_grad():
+        y = q(x)
+    assert y.grad_fn is None
+    y = q(x)
+    y.sum().backward()
+    assert x.grad.tolist() == [1.0, 0.0, 0.0]  # straight-through inside the range, zero outside
