@@ -227,6 +227,8 @@ class Runner:
                 self._run_cell(c, data, variant, summary)
                 progress.advance(task_id)
             variant.drop()
+            # A pickled module per scheme is tens of MB; it only served this scheme's torch timing.
+            (self.run_dir / "artifacts" / mname / tname / sname / "torch-model.pt").unlink(missing_ok=True)
 
     def _run_cell(self, cell: Cell, data: TaskData, variant: "_Lazy", summary: RunSummary) -> None:
         start, t0 = now(), time.perf_counter()
@@ -719,7 +721,16 @@ class Runner:
         reason = get_backend(cell.backend).unavailable_reason()
         if reason:
             raise CellFailure(f"{cell.backend} unavailable: {reason}")
-        artifact = self._engine_artifact(cell)
+        scheme = self.suite.schemes[cell.scheme]
+        options: dict[str, Any] = {}
+        if cell.backend == "torch":
+            spec = self.suite.timing.torch
+            artifact = self._torch_artifact(cell, data, variant)
+            precision = spec.float_precision if scheme.kind == "fp32" else "int8"
+            options = {"device": spec.device, "cuda_graph": spec.cuda_graph}
+        else:
+            artifact = self._engine_artifact(cell)
+            precision = self._engine_precision(cell)
         inputs = self.run_dir / "artifacts" / "inputs" / f"{cell.model}-{cell.task}-b{cell.batch}s{cell.seq}.npz"
         if not inputs.exists():
             inputs.parent.mkdir(parents=True, exist_ok=True)
@@ -727,12 +738,45 @@ class Runner:
         t = self.suite.timing
         settings = TimingSettings(warmup_s=t.warmup_s, warmup_iters=t.warmup_iters, min_iters=t.min_iters,
                                   min_duration_s=t.min_duration_s, max_duration_s=t.max_duration_s)
-        stats, engine = measure_in_subprocess(cell.backend, artifact, self._engine_precision(cell), inputs,
-                                              settings, threads=self._threads())
+        stats, engine = measure_in_subprocess(cell.backend, artifact, precision, inputs, settings,
+                                              threads=self._threads(), options=options)
+        extra: dict[str, Any] = {}
+        if cell.backend == "onnxruntime" and scheme.kind == "fp32" and t.best_fp32:
+            stats, engine, extra = self._best_fp32(data, artifact, inputs, settings, stats, engine)
         details = {"iterations": stats.n, "warmup_iters": stats.warmup_iters, "threads": self._threads(),
                    "method": stats.method, "wall_s": round(stats.wall_s, 3), "engine": engine.get("info", {}),
-                   "samples_ms": [round(x, 4) for x in stats.samples_ms]}
+                   **extra, "samples_ms": [round(x, 4) for x in stats.samples_ms]}
         return {"metrics": stats.to_metrics(), "precision": engine.get("precision", ""), "details": details}
+
+    def _best_fp32(self, data: TaskData, artifact: Path, inputs: Path, settings, plain, plain_engine):
+        """Time ORT's transformer-fused fp32 graph too; the faster of the two is the baseline."""
+        from qdqbench.timing import measure_in_subprocess
+
+        config = getattr(data.model, "config", None)
+        heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_heads", 0) or 0
+        hidden = getattr(config, "hidden_size", None) or getattr(config, "dim", 0) or 0
+        summary = {"plain": {"mean_ms": round(plain.mean, 4), "p99_ms": round(plain.percentile(99), 4)}}
+        try:
+            fused, fused_engine = measure_in_subprocess(
+                "onnxruntime", artifact, "fp32", inputs, settings, threads=self._threads(),
+                options={"transformer_fusion": True, "num_heads": int(heads), "hidden_size": int(hidden)})
+        except QdqbenchError as exc:
+            summary["transformer_fusion"] = {"error": one_line(exc)}
+            return plain, plain_engine, {"fp32_configs": summary, "fp32_baseline": "plain"}
+        summary["transformer_fusion"] = {"mean_ms": round(fused.mean, 4), "p99_ms": round(fused.percentile(99), 4),
+                                         "fused_ops": fused_engine.get("info", {}).get("transformer_fusion_ops", {})}
+        if fused.mean < plain.mean:
+            return fused, fused_engine, {"fp32_configs": summary, "fp32_baseline": "transformer_fusion"}
+        return plain, plain_engine, {"fp32_configs": summary, "fp32_baseline": "plain"}
+
+    def _torch_artifact(self, cell: Cell, data: TaskData, variant: "_Lazy") -> Path:
+        """The scheme's torch model saved for the worker process (once per scheme, removed after)."""
+        from qdqbench.backends.torch import save_torch_artifact
+
+        path = self._artifacts(cell) / "torch-model.pt"
+        if not path.exists():
+            save_torch_artifact(variant.get().model, path, output=data.output)
+        return path
 
 
 # --------------------------------------------------------------------------- small helpers

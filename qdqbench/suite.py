@@ -190,6 +190,14 @@ class AccuracySpec(_Strict):
     bootstrap: int = Field(1000, ge=0)  # resamples for confidence intervals; 0 disables them
 
 
+class TorchTimingSpec(_Strict):
+    """Latency rows for the torch model itself: fp32 (or fp16/bf16) eager, INT8 schemes fake-quant."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    float_precision: Literal["fp32", "fp16", "bf16"] = "fp32"  # dtype of the fp32 scheme's rows
+    cuda_graph: bool = False  # time CUDA-graph replay (launch overhead removed)
+
+
 class TimingSpec(_Strict):
     """How latency is measured (each engine in its own process)."""
 
@@ -199,6 +207,11 @@ class TimingSpec(_Strict):
     min_iters: int = Field(50, ge=1)
     min_duration_s: float = Field(3.0, ge=0)
     max_duration_s: float = Field(60.0, gt=0)
+    # onnxruntime fp32 rows: time the plain ORT_ENABLE_ALL graph and ORT's transformer fusion,
+    # and report the faster as the fp32 baseline (both figures kept), so no speedup is measured
+    # against a weak baseline.
+    best_fp32: bool = True
+    torch: TorchTimingSpec | None = None  # set to time the torch model too (off by default)
 
 
 class OutputSpec(_Strict):
@@ -288,6 +301,10 @@ def expand(suite: Suite) -> list[Cell]:
                 # fp32 fidelity against itself says nothing; a peer recipe has no torch model.
                 if (score_kind == "accuracy" or scheme.kind != "fp32") and not scheme.is_peer:
                     cells.append(Cell(mname, tname, sname, "torch", score_kind))
+                if suite.timing.torch is not None and not scheme.is_peer:
+                    for batch in suite.shapes.batch:
+                        for seq in suite.shapes.seq:
+                            cells.append(Cell(mname, tname, sname, "torch", "latency", batch, seq))
                 if not engines:
                     continue
                 cells.append(Cell(mname, tname, sname, "onnx", "export"))

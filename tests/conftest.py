@@ -69,7 +69,8 @@ def tiny_glue(tmp_path_factory) -> Path:
     return root
 
 
-def _tiny_suite_yaml(checkpoint: Path, glue: Path, *, backends=("torch", "onnxruntime"), schemes=None) -> str:
+def _tiny_suite_yaml(checkpoint: Path, glue: Path, *, backends=("torch", "onnxruntime"), schemes=None,
+                     timing=None) -> str:
     """A suite over the tiny checkpoint with tiny timing settings (seconds end to end)."""
     schemes = schemes or {
         "fp32": {"kind": "fp32"},
@@ -85,7 +86,8 @@ def _tiny_suite_yaml(checkpoint: Path, glue: Path, *, backends=("torch", "onnxru
         "backends": list(backends),
         "shapes": {"batch": [1, 2], "seq": [16]},
         "accuracy": {"bootstrap": 50},
-        "timing": {"warmup_s": 0.0, "warmup_iters": 1, "min_iters": 3, "min_duration_s": 0.0, "threads": 1},
+        "timing": {"warmup_s": 0.0, "warmup_iters": 1, "min_iters": 3, "min_duration_s": 0.0, "threads": 1,
+                   **(timing or {})},
     }, sort_keys=False)
 
 

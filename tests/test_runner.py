@@ -68,6 +68,37 @@ def test_tiny_run_end_to_end(tiny_suite, tmp_path):
     assert (run_dir / "report.html").is_file()
 
 
+def test_best_fp32_baseline_and_torch_latency_rows(make_tiny_suite, tmp_path):
+    suite = make_tiny_suite(timing={"torch": {"device": "cpu"}})
+    out = tmp_path / "runs"
+    assert _run_cli("run", str(suite), "--out", str(out), "--quiet") == 0
+    run_dir = _only_run_dir(out)
+    records = {r.cell: r for r in load_records(run_dir)}
+    assert set(records) == {c.id for c in expand(load_suite(suite))}
+
+    # ORT's fp32 row is the faster of the plain and the transformer-fused graph, both kept.
+    fp32 = records["tiny/sst2/fp32/onnxruntime/latency/b2s16"]
+    configs = fp32.details["fp32_configs"]
+    assert configs["transformer_fusion"]["fused_ops"].get("SkipLayerNormalization", 0) > 0
+    chosen = fp32.details["fp32_baseline"]
+    other = "plain" if chosen == "transformer_fusion" else "transformer_fusion"
+    assert configs[chosen]["mean_ms"] <= configs[other]["mean_ms"]
+    assert fp32.metric("latency_mean_ms").value == pytest.approx(configs[chosen]["mean_ms"], abs=1e-4)
+    assert fp32.details["engine"]["transformer_fusion"] is (chosen == "transformer_fusion")
+    assert "fp32_configs" not in records["tiny/sst2/int8-max/onnxruntime/latency/b2s16"].details
+    report = (run_dir / "report.md").read_text(encoding="utf-8")
+    assert "fp32 rows on onnxruntime are the faster of the plain ORT_ENABLE_ALL graph" in report
+
+    # The torch model itself, timed in a worker: eager fp32 and the fake-quant variant.
+    eager = records["tiny/sst2/fp32/torch/latency/b2s16"]
+    fake = records["tiny/sst2/int8-max/torch/latency/b1s16"]
+    assert eager.status == fake.status == "ok"
+    assert eager.precision == "fp32" and fake.precision == "int8-fakequant"
+    assert eager.details["engine"]["device"] == "cpu" and fake.details["engine"]["fake_quantizers"] > 0
+    assert fake.metric("throughput").value > 0
+    assert not list(run_dir.rglob("torch-model.pt"))  # the pickled modules are scratch
+
+
 def test_failing_cell_is_recorded_and_the_run_goes_on(make_tiny_suite, tmp_path):
     # 4-bit cannot be exported to ONNX Q/DQ: export and every engine cell of that scheme fail,
     # its fake-quant accuracy and every other scheme still finish.

@@ -94,6 +94,21 @@ def test_expand_ids_are_stable_and_ordered():
     assert [c.id for c in expand(parse_suite(data))] == ids
 
 
+def test_torch_timing_adds_torch_latency_cells_except_for_peers():
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["backends"] = ["torch", "onnxruntime"]
+    data["shapes"] = {"batch": [8], "seq": [128]}
+    data["schemes"]["dyn"] = {"kind": "ort-dynamic"}
+    assert not [c for c in expand(parse_suite(data)) if c.backend == "torch" and c.kind == "latency"]
+    data["timing"] = {"torch": {"device": "cuda", "float_precision": "fp16"}}
+    suite = parse_suite(data)
+    assert suite.timing.torch.float_precision == "fp16" and suite.timing.best_fp32
+    torch_lat = [c.id for c in expand(suite) if c.backend == "torch" and c.kind == "latency"]
+    assert torch_lat == ["m/sst2/fp32/torch/latency/b8s128", "m/sst2/int8/torch/latency/b8s128"]
+    data["timing"] = {"torch": {"device": "gpu"}}
+    assert any("timing.torch.device" in p and "'cuda'" in p for p in _errors(data))
+
+
 def test_baseline_runs_first_even_when_listed_last():
     data = yaml.safe_load(yaml.safe_dump(BASE))
     data["schemes"] = {"int8": {}, "fp32": {"kind": "fp32"}}

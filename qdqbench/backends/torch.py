@@ -28,7 +28,6 @@ import numpy as np
 from qdqbench.backends.base import Feeds, check_precision, feeds_shape, one_line
 from qdqbench.errors import BackendError
 
-OUTPUTS = ("logits", "last_hidden_state", "pooler_output")
 
 
 def save_torch_artifact(model: Any, path: Path, *, output: str = "logits") -> Path:

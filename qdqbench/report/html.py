@@ -43,6 +43,7 @@ from qdqbench.report.rows import (
     fmt_changed,
     fmt_ci_points,
     fmt_db,
+    fmt_fp32_configs,
     fmt_headline,
     fmt_int,
     fmt_method,
@@ -442,8 +443,9 @@ def _method_note(report: Report) -> str:
         '<p class="note">Method: each latency cell is timed after warm-up over many iterations; '
         "speedup (latency) = fp32 mean / mean and speedup (throughput) = throughput / fp32 "
         "throughput, both against the fp32 scheme of the same model, task, backend and shape "
-        "<em>in this run</em> (— when that baseline is missing). CoV = std / mean.</p>"
-        f'<ul class="note">{items}</ul>'
+        "<em>in this run</em> (— when that baseline is missing). CoV = std / mean."
+        + (f" {esc(fmt_fp32_configs(report))}" if fmt_fp32_configs(report) else "")
+        + f'</p><ul class="note">{items}</ul>'
     )
 
 

@@ -19,6 +19,7 @@ from qdqbench.report.rows import (
     fmt_ci_points,
     fmt_db,
     fmt_delta_points,
+    fmt_fp32_configs,
     fmt_headline,
     fmt_int,
     fmt_method,
@@ -465,7 +466,7 @@ def _latency(report: Report) -> list[str]:
     return [
         "### Latency",
         "Speedups against the fp32 scheme of the same model, task, backend and shape in this run. "
-        f"Method: {methods}.",
+        f"Method: {methods}." + (f" {md_escape(fmt_fp32_configs(report))}" if fmt_fp32_configs(report) else ""),
         md_table(headers, rows, numeric=tuple(range(5, 15))),
     ]
 

@@ -143,6 +143,8 @@ class LatencyRow:
     threads: int | None
     method: str | None
     info: Mapping[str, Any] = field(default_factory=dict)
+    # For an fp32 row timed in several engine configurations: the one reported (the fastest).
+    fp32_config: str | None = None
     baseline_scheme: str | None = None  # the fp32 scheme this row is compared with
     baseline_mean_ms: float | None = None
     baseline_throughput: float | None = None
@@ -460,7 +462,7 @@ def _latency_rows(records: Sequence[Record], order: _Order) -> list[LatencyRow]:
     rows = []
     for r in records:
         d = r.details
-        info = d.get("info")
+        info = d.get("engine", d.get("info"))
         rows.append(
             LatencyRow(
                 anchor=anchors(r.cell),
@@ -488,6 +490,7 @@ def _latency_rows(records: Sequence[Record], order: _Order) -> list[LatencyRow]:
                 threads=_int(d.get("threads")),
                 method=str(d["method"]) if d.get("method") is not None else None,
                 info=dict(info) if isinstance(info, Mapping) else {},
+                fp32_config=str(d["fp32_baseline"]) if d.get("fp32_baseline") else None,
             )
         )
     # The baseline: the fp32 scheme's row with the same model, task, backend and shape.
@@ -882,6 +885,16 @@ def fmt_method(row: MethodRow) -> str:
     if row.threads is not None:
         parts.append(f"{row.threads} thread{'s' if row.threads != 1 else ''}")
     return ", ".join(parts)
+
+
+def fmt_fp32_configs(report: Report) -> str:
+    """Which fp32 engine configuration each best-of fp32 row reports, or '' when none was compared."""
+    chosen = [r.fp32_config for r in report.latency if r.fp32_config]
+    if not chosen:
+        return ""
+    counts = ", ".join(f"{c} in {chosen.count(c)}" for c in sorted(set(chosen)))
+    return (f"fp32 rows on onnxruntime are the faster of the plain ORT_ENABLE_ALL graph and ORT's "
+            f"transformer fusion (both figures in each cell's details); faster: {counts} of {len(chosen)}.")
 
 
 def fmt_headline(report: Report) -> str:
