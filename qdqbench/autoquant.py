@@ -721,6 +721,9 @@ class RecipeResult:
     budget: dict[str, Any]
     stop_reason: str
     notes: list[str]
+    # Latency on the target engine of the chosen variant with every part in INT8, and with each of
+    # its float parts alone left in float (None without float parts or a latency_fn).
+    float_part_costs: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Everything but the model, JSON-able, for the result record."""
@@ -728,7 +731,7 @@ class RecipeResult:
                 "threshold": _num(self.threshold), "gap": _num(self.gap), "latency": _num(self.latency),
                 "description": self.description, "selection": self.selection, "trace": self.trace,
                 "sensitivity": self.sensitivity, "partial": self.partial, "budget": self.budget,
-                "stop_reason": self.stop_reason, "notes": self.notes}
+                "stop_reason": self.stop_reason, "notes": self.notes, "float_part_costs": self.float_part_costs}
 
 
 def auto_recipe(
@@ -888,6 +891,9 @@ def auto_recipe(
         selection = "nothing met the bound: the highest value found"
     model = chosen.model
     assert model is not None
+    part_costs = None
+    if chosen.float_parts and latency_fn is not None:
+        part_costs = _float_part_costs(chosen, latency_fn, latency_cache)
     if chosen.float_parts:
         apply_skip_patterns(model, patterns_for(chosen.float_parts))
     gap = None if chosen.passed or threshold is None or chosen.value is None else threshold - chosen.value
@@ -901,8 +907,37 @@ def auto_recipe(
         trace=[c.to_dict() for c in candidates], sensitivity=sens.to_dict() if sens else None,
         partial=part_result.to_dict() if part_result else None,
         budget=budget.to_dict() | {"latency_measurements": len(latency_cache)},
-        stop_reason=stop_reason, notes=notes,
+        stop_reason=stop_reason, notes=notes, float_part_costs=part_costs,
     )
+
+
+def _float_part_costs(chosen: _Candidate, latency_fn: Callable[[nn.Module], float | None],
+                      cache: dict[frozenset[str], tuple[float | None, str]]) -> dict[str, Any]:
+    """What each float part of the chosen variant costs on the target engine.
+
+    The chosen model with every part in INT8, then with each part alone left in float: its
+    latency minus the full-INT8 one is that part's price (structures already measured are reused).
+    """
+    assert chosen.model is not None
+    on = enabled_quantizers(chosen.model)
+
+    def latency(float_names: frozenset[str], label: str) -> float | None:
+        key = on - float_names
+        if key not in cache:
+            with _float(chosen.model, float_names):
+                value = latency_fn(chosen.model)
+            cache[key] = (None if value is None else float(value), label)
+        return cache[key][0]
+
+    full = latency(frozenset(), "full INT8 (part costs)")
+    parts = []
+    for part in chosen.float_parts:
+        value = latency(frozenset(part.quantizers), f"{part.name} float (part costs)")
+        parts.append({"part": part.name, "quantizers": len(part.quantizers), "latency": _num(value),
+                      "delta": _num(value - full) if value is not None and full is not None else None})
+    together = latency(chosen.float_quantizers, chosen.name)
+    return {"full_int8": _num(full), "chosen": _num(together), "parts": parts,
+            "delta": _num(together - full) if together is not None and full is not None else None}
 
 
 def _keep_models(candidates: list[_Candidate]) -> None:

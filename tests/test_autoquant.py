@@ -336,6 +336,29 @@ def test_auto_uses_measured_latency_and_skips_qat_when_full_int8_is_not_faster()
     assert chosen_off == set(fake.parts["layer.1.linear"].quantizers)
 
 
+def test_auto_prices_each_float_part_of_the_chosen_variant_on_the_engine():
+    fake = Fake({}, need=("layer.0.linear", "layer.1.linear"))
+    p0, p1 = (fake.parts[n].quantizers for n in ("layer.0.linear", "layer.1.linear"))
+
+    def latency(m):  # every float quantizer of layer 0 costs 0.5 ms, of layer 1 0.2 ms
+        off = {n for n, q in quantizers(m) if q.mode == "disabled"}
+        return 10.0 + 0.5 * len(off & p0) + 0.2 * len(off & p1)
+
+    r = auto_recipe(fake.calibrate, fake.meets_bound, score_fn=fake.score, latency_fn=latency, threshold=0.9)
+    assert r.passed and sorted(r.description["float_parts"]) == ["layer.0.linear", "layer.1.linear"]
+    costs = r.to_dict()["float_part_costs"]
+    assert costs["full_int8"] == pytest.approx(10.0)
+    by_part = {c["part"]: c for c in costs["parts"]}
+    assert by_part["layer.0.linear"]["delta"] == pytest.approx(0.5 * len(p0))
+    assert by_part["layer.1.linear"]["delta"] == pytest.approx(0.2 * len(p1))
+    assert by_part["layer.0.linear"]["quantizers"] == len(p0)
+    assert costs["chosen"] == pytest.approx(r.latency) and costs["delta"] == pytest.approx(0.5 * len(p0) + 0.2 * len(p1))
+    # The parts stay float in the returned model after being priced one by one.
+    off = {n for n, q in quantizers(r.model) if q.mode == "disabled"}
+    assert off == p0 | p1
+    json.dumps(r.to_dict(), allow_nan=False)
+
+
 def test_meets_bound_uses_the_verdict_rule():
     mb = MeetsBound("accuracy", lambda m: 0.891, baseline=0.9, bound=0.01)
     assert mb.threshold == pytest.approx(0.891)

@@ -13,7 +13,8 @@ import math
 
 from qdqbench.report.charts import calibrator_chart_svg, pareto_chart_svg, sensitivity_chart_svg
 from qdqbench.report.htmlparts import esc, num_td, table_html, td, text_td, tr, verdict_class
-from qdqbench.report.layers import MIN_LAYERS_FOR_MEDIAN, OUTLIER_FACTOR, AmaxCell, AmaxTable
+from qdqbench.report.layers import (MIN_LAYERS_FOR_MEDIAN, OUTLIER_FACTOR, AmaxCell, AmaxTable, fmt_delta_ms,
+                                    part_costs_note)
 from qdqbench.report.rows import (
     DASH,
     Report,
@@ -434,9 +435,22 @@ def _traces(report: Report) -> str:
             f'<div id="trace-{t.anchor}"><h3>What the auto recipe tried: {esc(t.model)} · '
             f'{esc(t.task)} · {esc(t.scheme)}</h3><p class="note">{"; ".join(facts)}. Values are '
             "the primary metric on the held-out selection data, not the dev set.</p>"
-            f"{table_html(f'tracetable-{t.anchor}', headers, rows)}</div>"
+            f"{table_html(f'tracetable-{t.anchor}', headers, rows)}{_part_costs(t)}</div>"
         )
     return "".join(out)
+
+
+def _part_costs(t) -> str:
+    if not t.part_costs:
+        return ""
+    rows = [
+        tr(f"partcost-{t.anchor}--{i}",
+           [td(esc(c.part), sort=c.part), num_td(fmt_int(c.quantizers), c.quantizers),
+            num_td(fmt_ms(c.latency_ms), c.latency_ms), num_td(fmt_delta_ms(c.delta_ms), c.delta_ms)])
+        for i, c in enumerate(t.part_costs)
+    ]
+    return (f'<p class="note">{esc(part_costs_note(t))}</p>'
+            + table_html(f"partcosts-{t.anchor}", ["Float part", "Quantizers", "Latency (ms)", "Cost (ms)"], rows))
 
 
 def layers_section(report: Report) -> str:

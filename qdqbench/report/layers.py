@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from qdqbench.report.rows import _Anchors, _int
+from qdqbench.report.rows import DASH, _Anchors, _int, fmt_ms
 from qdqbench.results import Record
 
 # An amax at least this many times the median of its quantizer type (across layers) is an
@@ -287,6 +287,16 @@ class TraceStep:
 
 
 @dataclass(frozen=True)
+class PartCost:
+    """The latency price of leaving one part in float, on the auto recipe's target engine."""
+
+    part: str
+    quantizers: int | None
+    latency_ms: float | None  # the chosen variant with every part in INT8 but this one
+    delta_ms: float | None  # latency_ms - full INT8
+
+
+@dataclass(frozen=True)
 class RecipeTrace:
     """The candidates of one auto recipe, in the order it tried them, the chosen one marked."""
 
@@ -298,6 +308,23 @@ class RecipeTrace:
     selection: str | None  # how the choice was made
     threshold: float | None
     steps: tuple[TraceStep, ...]
+    full_int8_ms: float | None = None  # the chosen variant with all its parts in INT8
+    chosen_ms: float | None = None
+    part_costs: tuple[PartCost, ...] = ()
+
+
+def fmt_delta_ms(x: float | None) -> str:
+    """'+1.23' (ms slower) / '−0.40' (faster); a dash when unknown."""
+    if x is None:
+        return DASH
+    return ("+" if x >= 0 else "−") + fmt_ms(abs(x))
+
+
+def part_costs_note(t: RecipeTrace) -> str:
+    """One sentence above the float-part price table."""
+    return (f"Latency cost of each float part on the target engine (mean ms at the largest timed batch): "
+            f"the chosen variant with every part in INT8 {fmt_ms(t.full_int8_ms)}, as chosen "
+            f"{fmt_ms(t.chosen_ms)}; each row leaves only that part in float.")
 
 
 def recipe_traces(records: Sequence[Record]) -> list[RecipeTrace]:
@@ -333,6 +360,13 @@ def recipe_traces(records: Sequence[Record]) -> list[RecipeTrace]:
                     error=_str(t.get("error")),
                 )
             )
+        costs = recipe.get("float_part_costs")
+        costs = costs if isinstance(costs, Mapping) else {}
+        part_costs = tuple(
+            PartCost(part=str(c.get("part") or "?"), quantizers=_int(c.get("quantizers")),
+                     latency_ms=_num(c.get("latency")), delta_ms=_num(c.get("delta")))
+            for c in costs.get("parts") or [] if isinstance(c, Mapping)
+        )
         traces.append(
             RecipeTrace(
                 anchor=anchors(r.model, r.task, r.scheme),
@@ -343,6 +377,9 @@ def recipe_traces(records: Sequence[Record]) -> list[RecipeTrace]:
                 selection=_str(recipe.get("selection")),
                 threshold=_num(recipe.get("threshold")),
                 steps=tuple(steps),
+                full_int8_ms=_num(costs.get("full_int8")),
+                chosen_ms=_num(costs.get("chosen")),
+                part_costs=part_costs,
             )
         )
     return traces
@@ -352,11 +389,14 @@ __all__ = [
     "OUTLIER_FACTOR",
     "AmaxCell",
     "AmaxTable",
+    "PartCost",
     "RecipeTrace",
     "SensitivityPart",
     "SensitivityView",
     "TraceStep",
     "amax_table",
+    "fmt_delta_ms",
+    "part_costs_note",
     "amax_tables",
     "load_amax",
     "recipe_traces",

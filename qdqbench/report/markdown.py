@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
 
-from qdqbench.report.layers import OUTLIER_FACTOR
+from qdqbench.report.layers import OUTLIER_FACTOR, fmt_delta_ms, part_costs_note
 from qdqbench.report.rows import (
     DASH,
     Report,
@@ -384,6 +384,11 @@ def _layers(report: Report) -> list[str]:
                 numeric=(0, 3, 5, 6, 7),
             )
         )
+        if t.part_costs:
+            out.append(f"{md_escape(part_costs_note(t))}")
+            out.append(md_table(["Float part", "Quantizers", "Latency (ms)", "Cost (ms)"],
+                                [[c.part, fmt_int(c.quantizers), fmt_ms(c.latency_ms), fmt_delta_ms(c.delta_ms)]
+                                 for c in t.part_costs], numeric=(1, 2, 3)))
     return out
 
 

@@ -101,6 +101,11 @@ RECIPE = {
         {"name": "entropy", "stage": "calibrate", "value": None, "passed": None,
          "latency_ms": None, "evaluations": 0, "seconds": 0.1},
     ],
+    "float_part_costs": {
+        "full_int8": 29.7, "chosen": 31.0, "delta": 1.3,
+        "parts": [{"part": "layer.2.residual", "quantizers": 4, "latency": 30.2, "delta": 0.5},
+                  {"part": "layer.1.linear", "quantizers": 12, "latency": 29.5, "delta": -0.2}],
+    },
 }
 # fmt: on
 
@@ -464,6 +469,11 @@ def test_sensitivity_ranks_and_trace_chosen(out):
     assert "| 2 | percentile-99.99 ⭐ chosen | calibrate | 90.62 | pass | 29.7 | 1 | 2.10 |" in md
     assert next(r["part"] for r in csv_rows(out["sensitivity.csv"])) == "layer.2.residual"
     assert [r["chosen"] for r in csv_rows(out["recipe_trace.csv"])] == ["false", "true", "false"]
+    assert trace.full_int8_ms == 29.7 and trace.chosen_ms == 31.0
+    assert table_rows(html, "partcosts-bert-sst2-int8-auto") == [["layer.2.residual", "4", "30.2", "+0.500"],
+                                                                 ["layer.1.linear", "12", "29.5", "−0.200"]]
+    assert "every part in INT8 29.7, as chosen 31.0" in html
+    assert "| layer.2.residual | 4 | 30.2 | +0.500 |" in md
 
 
 # ----------------------------------------------------------------------------------------------
