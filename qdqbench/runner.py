@@ -491,7 +491,8 @@ class Runner:
         proxy_set = Encoded(selection.input_ids[:k], selection.token_type_ids[:k], selection.pad_id)
         forward = outputs_fn(proxy_set, bs, data.output, data.reduce)
         acc = self.suite.accuracy
-        meets = MeetsBound(metric, score, baseline=score(data.model), bound=acc.bound, mode=acc.mode)
+        meets = MeetsBound(metric, score, baseline=score(data.model), bound=acc.bound * (1 - auto.headroom),
+                           mode=acc.mode)
         calibrate = Calibrations(data.model, settings,
                                  run_calibration=lambda m: [torch_forward(m, data.output)(f) for _, f in batches])
         qat_fn = None
@@ -507,10 +508,14 @@ class Runner:
         )
         info = result.to_dict()
         info["selection_split"] = f"{len(sel_labels)} held-out training examples (the dev set only scores the choice)"
+        info["selection_bound"] = {"bound": meets.bound, "mode": meets.mode, "headroom": auto.headroom}
         return result.model, info
 
     def _latency_fn(self, data: TaskData, auto, artifacts: Path):
-        """Export a candidate and time it on the target engine at the largest timed batch (or None)."""
+        """Export a candidate and time it on the target engine at the largest timed batch (or None).
+
+        Returns the median latency in ms, timed with the suite's settings in a worker process.
+        """
         engines = [b for b in self.suite.backends if b != "torch"]
         target = auto.target_backend or (engines[0] if engines else None)
         if target is None:
@@ -520,6 +525,9 @@ class Runner:
         from qdqbench.timing import TimingSettings, measure_in_subprocess
 
         batch, seq = max(self.suite.shapes.batch), self.suite.shapes.seq[0]
+        t = self.suite.timing
+        settings = TimingSettings(warmup_s=t.warmup_s, warmup_iters=t.warmup_iters, min_iters=t.min_iters,
+                                  min_duration_s=t.min_duration_s, max_duration_s=t.max_duration_s)
         folder = artifacts / "auto"
         folder.mkdir(parents=True, exist_ok=True)
         feeds_path = folder / f"b{batch}s{seq}.npz"
@@ -534,11 +542,11 @@ class Runner:
             _, feeds = data.eval_encoded.batches(2)[0]
             try:
                 export_onnx(model, path, {k: torch.from_numpy(v) for k, v in feeds.items()}, output=data.output)
-                stats, _ = measure_in_subprocess(target, path, "int8", feeds_path,
-                                                 TimingSettings(warmup_s=0.5, warmup_iters=3, min_iters=10,
-                                                                min_duration_s=1.0),
+                # The suite's own timing settings, and the median: a stall of the machine during
+                # one short measurement must not decide between two candidates.
+                stats, _ = measure_in_subprocess(target, path, "int8", feeds_path, settings,
                                                  threads=self._threads())
-                return stats.mean
+                return stats.median
             except QdqbenchError as exc:
                 self._say(f"  auto: latency of candidate {counter['n']} unknown ({exc})")
                 return None

@@ -272,7 +272,7 @@ def test_qat_and_auto_recipe_schemes(make_tiny_suite, tmp_path):
         "int8-qat": {"calibration": {"samples": 8}, "qat": {"steps": 4, "lr": 1e-4, "batch_size": 4}},
         "int8-auto": {"recipe": "auto", "calibration": {"samples": 8},
                       "auto": {"calibrators": ["max", "percentile-99.9"], "selection_examples": 16,
-                               "max_evaluations": 6, "qat": False}},
+                               "max_evaluations": 6, "qat": False, "headroom": 0.5}},
     })
     out = tmp_path / "runs"
     assert main(["run", str(suite), "--out", str(out), "--quiet"]) == 0
@@ -284,4 +284,6 @@ def test_qat_and_auto_recipe_schemes(make_tiny_suite, tmp_path):
     recipe = records["tiny/sst2/int8-auto/torch/accuracy"].details["recipe"]
     assert recipe["chosen"] and recipe["trace"] and recipe["budget"]["evaluations"] <= 6
     assert "held-out training examples" in recipe["selection_split"]
+    # Choices are checked against half the suite's bound on the selection split.
+    assert recipe["selection_bound"] == {"bound": pytest.approx(0.005), "mode": "relative", "headroom": 0.5}
     assert records["tiny/sst2/int8-auto/onnxruntime/accuracy"].status == "ok"

@@ -322,7 +322,7 @@ def fmt_delta_ms(x: float | None) -> str:
 
 def part_costs_note(t: RecipeTrace) -> str:
     """One sentence above the float-part price table."""
-    return (f"Latency cost of each float part on the target engine (mean ms at the largest timed batch): "
+    return (f"Latency cost of each float part on the target engine (median ms at the largest timed batch): "
             f"the chosen variant with every part in INT8 {fmt_ms(t.full_int8_ms)}, as chosen "
             f"{fmt_ms(t.chosen_ms)}; each row leaves only that part in float.")
 
