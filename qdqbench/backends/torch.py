@@ -65,6 +65,25 @@ def pick_device(requested: str, cuda_available: bool) -> str:
     return requested
 
 
+def use_sdpa_attention(model: Any) -> str | None:
+    """Time PyTorch's fused attention (sdpa) rather than the eager path the runner loads for export.
+
+    The runner loads checkpoints with ``attn_implementation="eager"`` so the ONNX export has plain
+    MatMul/Softmax; a torch deployment uses sdpa, and the eager path's mask building copies a host
+    tensor to the GPU, which CUDA-graph capture refuses. The QDQBERT attention does its own math
+    and accepts either mask (same outputs); a float model's outputs move by ~1e-7.
+    """
+    config = getattr(model, "config", None)
+    impl = getattr(config, "_attn_implementation", None)
+    if impl == "eager" and hasattr(model, "set_attn_implementation"):
+        try:
+            model.set_attn_implementation("sdpa")
+        except (ValueError, ImportError):  # a model class without sdpa support keeps eager
+            return impl
+        return getattr(model.config, "_attn_implementation", "sdpa")
+    return impl
+
+
 class TorchSession:
     """An eager PyTorch module on one device and dtype."""
 
@@ -124,27 +143,35 @@ class TorchSession:
                            method="host perf_counter_ns around the eager forward (torch, CPU)")
 
         stream = torch.cuda.current_stream()
+        method = "CUDA events around the eager forward (GPU time, inputs on device)"
         if self._cuda_graph:
             graph = torch.cuda.CUDAGraph()
             side = torch.cuda.Stream()
             side.wait_stream(stream)
-            with torch.inference_mode():
-                with torch.cuda.stream(side):  # warm-up on a side stream before capture
-                    for _ in range(3):
+            try:
+                with torch.inference_mode():
+                    with torch.cuda.stream(side):  # warm-up on a side stream before capture
+                        for _ in range(3):
+                            self._forward(inputs)
+                    stream.wait_stream(side)
+                    with torch.cuda.graph(graph):
                         self._forward(inputs)
-                stream.wait_stream(side)
-                with torch.cuda.graph(graph):
-                    self._forward(inputs)
-            torch.cuda.synchronize()
-            return measure_cuda(graph.replay, settings, batch=batch, seq=seq, stream=stream,
-                                method="CUDA events around CUDA-graph replay (GPU time, inputs on device)")
+                torch.cuda.synchronize()
+            except RuntimeError as exc:
+                # A model that syncs or copies from the host inside forward cannot be captured:
+                # time it eagerly and say so, rather than lose the cell.
+                torch.cuda.synchronize()
+                self.info["cuda_graph"] = f"capture failed, timed eagerly: {one_line(exc, 200)}"
+                method = "CUDA events around the eager forward (CUDA-graph capture failed; GPU time)"
+            else:
+                return measure_cuda(graph.replay, settings, batch=batch, seq=seq, stream=stream,
+                                    method="CUDA events around CUDA-graph replay (GPU time, inputs on device)")
 
         def enqueue() -> None:
             with torch.inference_mode():
                 self._forward(inputs)
 
-        return measure_cuda(enqueue, settings, batch=batch, seq=seq, stream=stream,
-                            method="CUDA events around the eager forward (GPU time, inputs on device)")
+        return measure_cuda(enqueue, settings, batch=batch, seq=seq, stream=stream, method=method)
 
 
 class TorchBackend:
@@ -197,11 +224,13 @@ class TorchBackend:
             raise BackendError("torch: fp16 runs only on cuda (CPU fp16 kernels are fallbacks); use bf16 or fp32")
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
         model = model.to(device=dev, dtype=dtype).eval()
+        attn = use_sdpa_attention(model)
 
         info: dict[str, Any] = {
             "torch_version": torch.__version__, "device": dev, "dtype": str(dtype).replace("torch.", ""),
             "threads": torch.get_num_threads() if dev == "cpu" else None,
             "fake_quantizers": n_quant, "cuda_graph": cuda_graph, "output": output,
+            "attn_implementation": attn,
         }
         if dev == "cuda":
             info.update(gpu_name=torch.cuda.get_device_name(), cuda=torch.version.cuda,

@@ -114,6 +114,19 @@ def test_bad_artifacts_are_one_line_errors(tmp_path, models):
         backend.prepare(state, "fp32", SHAPES)
 
 
+def test_eager_attention_models_are_timed_with_sdpa(tiny_checkpoint, tmp_path):
+    # The runner loads checkpoints with eager attention (for export); the torch rows use sdpa.
+    from transformers import AutoModelForSequenceClassification
+
+    eager = AutoModelForSequenceClassification.from_pretrained(tiny_checkpoint, attn_implementation="eager").eval()
+    path = save_torch_artifact(eager, tmp_path / "eager.pt")
+    sess = get_backend("torch").prepare(path, "fp32", SHAPES, device="cpu")
+    assert sess.info["attn_implementation"] == "sdpa"
+    feeds = _feeds()
+    feeds["attention_mask"][1, 8:] = 0  # padding: both attention paths must mask alike
+    np.testing.assert_allclose(sess.predict(feeds), _direct(eager, feeds), atol=1e-5)
+
+
 def test_device_choice():
     assert pick_device("auto", False) == "cpu"
     assert pick_device("auto", True) == "cuda"
