@@ -88,6 +88,11 @@ def test_best_fp32_baseline_and_torch_latency_rows(make_tiny_suite, tmp_path):
     assert "fp32_configs" not in records["tiny/sst2/int8-max/onnxruntime/latency/b2s16"].details
     report = (run_dir / "report.md").read_text(encoding="utf-8")
     assert "fp32 rows on onnxruntime are the faster of the plain ORT_ENABLE_ALL graph" in report
+    import csv
+
+    with (run_dir / "latency.csv").open(encoding="utf-8") as fh:
+        configs = {r["cell"]: r["fp32_config"] for r in csv.DictReader(fh)}
+    assert configs[fp32.cell] == chosen and configs["tiny/sst2/int8-max/onnxruntime/latency/b2s16"] == ""
 
     # The torch model itself, timed in a worker: eager fp32 and the fake-quant variant.
     eager = records["tiny/sst2/fp32/torch/latency/b2s16"]

@@ -27,7 +27,7 @@ LATENCY_COLUMNS = (
     "cell", "model", "task", "scheme", "scheme_kind", "peer", "backend", "precision", "batch", "seq",
     "mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "min_ms", "max_ms", "std_ms", "cov",
     "throughput", "baseline_scheme", "baseline_mean_ms", "baseline_throughput", "speedup_latency",
-    "speedup_throughput", "iterations", "warmup_iters", "threads", "method",
+    "speedup_throughput", "iterations", "warmup_iters", "threads", "method", "fp32_config",
 )  # fmt: skip
 
 FIDELITY_COLUMNS = (
@@ -72,6 +72,11 @@ SENSITIVITY_COLUMNS = (
 TRACE_COLUMNS = (
     "model", "task", "scheme", "step", "name", "stage", "value", "passed", "latency_ms",
     "evaluations", "seconds", "chosen", "error",
+)  # fmt: skip
+
+PART_COST_COLUMNS = (
+    "model", "task", "scheme", "part", "quantizers", "latency_ms", "delta_ms", "full_int8_ms",
+    "chosen_ms",
 )  # fmt: skip
 
 
@@ -207,9 +212,22 @@ def _traces(report: Report) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+def _part_costs(report: Report) -> list[dict[str, Any]]:
+    return [
+        {
+            "model": t.model, "task": t.task, "scheme": t.scheme, "part": c.part,
+            "quantizers": c.quantizers, "latency_ms": c.latency_ms, "delta_ms": c.delta_ms,
+            "full_int8_ms": t.full_int8_ms, "chosen_ms": t.chosen_ms,
+        }
+        for t in report.traces
+        for c in t.part_costs
+    ]  # fmt: skip
+
+
 def render_csv(report: Report) -> dict[str, str]:
     """CSV text per file name (each header-only when the run has no such rows): accuracy,
-    latency, fidelity, engines, peers, calibrators, pareto, amax, sensitivity, recipe_trace."""
+    latency, fidelity, engines, peers, calibrators, pareto, amax, sensitivity, recipe_trace,
+    float_part_costs."""
     return {
         "accuracy.csv": _csv(ACCURACY_COLUMNS, report.accuracy),
         "latency.csv": _csv(LATENCY_COLUMNS, report.latency),
@@ -221,4 +239,5 @@ def render_csv(report: Report) -> dict[str, str]:
         "amax.csv": _csv(AMAX_COLUMNS, _amax(report)),
         "sensitivity.csv": _csv(SENSITIVITY_COLUMNS, _sensitivity(report)),
         "recipe_trace.csv": _csv(TRACE_COLUMNS, _traces(report)),
+        "float_part_costs.csv": _csv(PART_COST_COLUMNS, _part_costs(report)),
     }

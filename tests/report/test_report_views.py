@@ -474,6 +474,9 @@ def test_sensitivity_ranks_and_trace_chosen(out):
                                                                  ["layer.1.linear", "12", "29.5", "−0.200"]]
     assert "every part in INT8 29.7, as chosen 31.0" in html
     assert "| layer.2.residual | 4 | 30.2 | +0.500 |" in md
+    costs = csv_rows(out["float_part_costs.csv"])
+    assert [(r["part"], r["delta_ms"], r["full_int8_ms"]) for r in costs] == [
+        ("layer.2.residual", "0.5", "29.7"), ("layer.1.linear", "-0.2", "29.7")]
 
 
 # ----------------------------------------------------------------------------------------------
