@@ -13,7 +13,8 @@ The cost model is deliberately simple and only its ratios matter (``estimate_cos
 * accuracy / fidelity cell: examples scored × ``SECONDS_PER_EXAMPLE`` (examples: the task's
   ``eval_limit``, else its known GLUE dev size, else ``DEFAULT_EXAMPLES``; fidelity: ``texts``);
   a quantized scheme's torch cell adds its calibration samples;
-* latency cell: ``warmup_s + min_duration_s`` of the suite's timing plus a process start;
+* latency cell: ``warmup_s + min_duration_s`` of the suite's timing plus a process start (twice
+  for ONNX Runtime's fp32 cells, which time the plain and the fused graph);
 * export cell: ``EXPORT_SECONDS``; each group adds ``GROUP_SECONDS`` for loading model and data.
 """
 
@@ -68,7 +69,11 @@ def estimate_cost(cell: Cell, suite: Suite | None = None) -> float:
     """Expected seconds of one cell under the module's cost model."""
     timing = suite.timing if suite is not None else TimingSpec()
     if cell.kind == "latency":
-        return timing.warmup_s + timing.min_duration_s + PROCESS_START_SECONDS
+        one = timing.warmup_s + timing.min_duration_s + PROCESS_START_SECONDS
+        scheme = suite.schemes.get(cell.scheme) if suite is not None else None
+        if cell.backend == "onnxruntime" and timing.best_fp32 and scheme is not None and scheme.kind == "fp32":
+            return 2 * one  # plain and transformer-fused graphs are both timed
+        return one
     if cell.kind == "export":
         return EXPORT_SECONDS
     task = suite.tasks.get(cell.task) if suite is not None else None

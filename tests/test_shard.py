@@ -90,8 +90,10 @@ def test_cost_model_follows_the_suite():
     rte = next(c for c in cells if c.task == "rte" and c.kind == "accuracy" and c.scheme == "fp32")
     mnli = next(c for c in cells if c.task == "mnli" and c.kind == "accuracy" and c.scheme == "fp32")
     assert estimate_cost(mnli, suite) > 30 * estimate_cost(rte, suite)
-    latency = next(c for c in cells if c.kind == "latency")
+    latency = next(c for c in cells if c.kind == "latency" and c.scheme != "fp32")
     assert estimate_cost(latency, suite) == pytest.approx(14.0)
+    fp32_ort = next(c for c in cells if c.kind == "latency" and c.scheme == "fp32" and c.backend == "onnxruntime")
+    assert estimate_cost(fp32_ort, suite) == pytest.approx(28.0)  # plain and fused graph
     int8 = next(c for c in cells if c.task == "rte" and c.kind == "accuracy" and c.scheme == "int8-0"
                 and c.backend == "torch")
     assert estimate_cost(int8, suite) > estimate_cost(rte, suite)  # calibration is charged to it
