@@ -520,7 +520,11 @@ class Runner:
         target = auto.target_backend or (engines[0] if engines else None)
         if target is None:
             return None
+        from qdqbench.backends import split_backend
         from qdqbench.evaluate import timing_feeds
+
+        variant = split_backend(target)[1]
+        options = {"float_precision": variant} if variant else {}
         from qdqbench.export import export_onnx
         from qdqbench.timing import TimingSettings, measure_in_subprocess
 
@@ -545,7 +549,7 @@ class Runner:
                 # The suite's own timing settings, and the median: a stall of the machine during
                 # one short measurement must not decide between two candidates.
                 stats, _ = measure_in_subprocess(target, path, "int8", feeds_path, settings,
-                                                 threads=self._threads())
+                                                 threads=self._threads(), options=options)
                 return stats.median
             except QdqbenchError as exc:
                 self._say(f"  auto: latency of candidate {counter['n']} unknown ({exc})")
@@ -686,7 +690,21 @@ class Runner:
         return path
 
     def _engine_precision(self, cell: Cell) -> str:
-        return "fp32" if self.suite.schemes[cell.scheme].kind == "fp32" else "int8"
+        from qdqbench.backends import split_backend
+
+        variant = split_backend(cell.backend)[1]
+        if self.suite.schemes[cell.scheme].kind == "fp32":
+            return variant or "fp32"
+        return "int8"
+
+    def _engine_options(self, cell: Cell) -> dict[str, Any]:
+        """``prepare`` options of a backend variant: INT8 with reduced-precision float layers."""
+        from qdqbench.backends import split_backend
+
+        variant = split_backend(cell.backend)[1]
+        if variant and self.suite.schemes[cell.scheme].kind != "fp32":
+            return {"float_precision": variant}
+        return {}
 
     def _engine_outputs(self, cell: Cell, data: TaskData) -> tuple[np.ndarray, Any]:
         from qdqbench.backends import get_backend
@@ -698,7 +716,7 @@ class Runner:
             raise CellFailure(f"{cell.backend} unavailable: {reason}")
         shapes = [Shape(batch=b, seq=s) for b in self.suite.shapes.batch for s in self.suite.shapes.seq]
         session = backend.prepare(self._engine_artifact(cell), self._engine_precision(cell), shapes,
-                                  threads=self._threads())
+                                  threads=self._threads(), **self._engine_options(cell))
         bs = self.suite.tasks[cell.task].eval_batch_size
         return run_batches(data.eval_encoded, bs, session.predict, reduce=data.reduce), session
 
@@ -739,6 +757,7 @@ class Runner:
         else:
             artifact = self._engine_artifact(cell)
             precision = self._engine_precision(cell)
+            options = self._engine_options(cell)
         inputs = self.run_dir / "artifacts" / "inputs" / f"{cell.model}-{cell.task}-b{cell.batch}s{cell.seq}.npz"
         if not inputs.exists():
             inputs.parent.mkdir(parents=True, exist_ok=True)

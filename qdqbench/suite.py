@@ -11,10 +11,10 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from qdqbench.errors import SuiteError, did_you_mean
 
@@ -225,6 +225,16 @@ class OutputSpec(_Strict):
     formats: list[Literal["html", "md", "csv"]] = Field(default_factory=lambda: ["html", "md", "csv"])
 
 
+def _backend_name(name: str) -> str:
+    from qdqbench.backends import check_backend_name
+    from qdqbench.errors import BackendError
+
+    try:
+        return check_backend_name(name)
+    except BackendError as exc:
+        raise ValueError(str(exc)) from None
+
+
 class Suite(_Strict):
     """A validated suite: the model × task × scheme × backend × shape matrix and its settings."""
 
@@ -233,14 +243,22 @@ class Suite(_Strict):
     models: dict[str, ModelSpec] = Field(min_length=1)
     tasks: dict[str, TaskSpec] = Field(min_length=1)
     schemes: dict[str, SchemeSpec] = Field(min_length=1)
-    backends: list[Literal["torch", "onnxruntime", "openvino", "tensorrt"]] = Field(
-        default_factory=lambda: ["torch", "onnxruntime"]
-    )
+    # Engines by name; "openvino@bf16", "tensorrt@fp16" (…) run an engine with reduced-precision
+    # float layers (qdqbench.backends.FLOAT_VARIANTS).
+    backends: list[Annotated[str, AfterValidator(_backend_name)]] = Field(
+        default_factory=lambda: ["torch", "onnxruntime"])
     shapes: ShapesSpec = Field(default_factory=ShapesSpec)
     accuracy: AccuracySpec = Field(default_factory=AccuracySpec)
     timing: TimingSpec = Field(default_factory=TimingSpec)
     output: OutputSpec = Field(default_factory=OutputSpec)
     seed: int = 0
+
+    @field_validator("backends")
+    @classmethod
+    def _backends_once(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("a backend is listed twice")
+        return v
 
     @model_validator(mode="after")
     def _references(self) -> "Suite":
@@ -256,6 +274,11 @@ class Suite(_Strict):
             problems.append(f"schemes: exactly one scheme of kind fp32 is needed as the baseline (found {len(fp32)})")
         if "torch" not in self.backends:
             problems.append("backends: 'torch' is needed (it is the accuracy reference)")
+        for k, s in self.schemes.items():
+            target = s.auto.target_backend if s.auto is not None else None
+            if target is not None and (target == "torch" or target not in self.backends):
+                problems.append(f"schemes.{k}.auto.target_backend: '{target}' is not one of the suite's engines"
+                                f"{did_you_mean(target, [b for b in self.backends if b != 'torch'])}")
         peers = [k for k, s in self.schemes.items() if s.is_peer]
         if peers and self.backends == ["torch"]:
             problems.append(f"schemes.{peers[0]}: a peer recipe runs on an engine; add one to backends")

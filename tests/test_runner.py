@@ -104,6 +104,26 @@ def test_best_fp32_baseline_and_torch_latency_rows(make_tiny_suite, tmp_path):
     assert not list(run_dir.rglob("torch-model.pt"))  # the pickled modules are scratch
 
 
+def test_backend_variant_runs_float_layers_in_reduced_precision(make_tiny_suite, tmp_path):
+    pytest.importorskip("openvino")
+    suite = make_tiny_suite(backends=("torch", "openvino", "openvino@bf16"))
+    out = tmp_path / "runs"
+    assert _run_cli("run", str(suite), "--out", str(out), "--quiet") == 0
+    records = {r.cell: r for r in load_records(_only_run_dir(out))}
+    plain = records["tiny/sst2/fp32/openvino/latency/b2s16"].details["engine"]
+    fp32 = records["tiny/sst2/fp32/openvino@bf16/latency/b2s16"]
+    int8 = records["tiny/sst2/int8-max/openvino@bf16/accuracy"]
+    assert plain["requested_hint"] == "f32"
+    assert fp32.details["engine"]["requested_hint"] == int8.details["engine"]["requested_hint"] == "bf16"
+    # The precision recorded is what compiled: bf16 where the CPU has it, else an honest fp32.
+    compiled = fp32.details["engine"]["inference_precision_hint"]
+    assert fp32.precision == ("bf16" if compiled == "bf16" else "fp32")
+    assert int8.precision == "int8" and int8.status == "ok"
+    # Speedups of the variant's INT8 row are against the variant's own fp32 (bf16) row.
+    report = (_only_run_dir(out) / "report.md").read_text(encoding="utf-8")
+    assert "| tiny | sst2 | fp32 | openvino@bf16 |" in report
+
+
 def test_failing_cell_is_recorded_and_the_run_goes_on(make_tiny_suite, tmp_path):
     # 4-bit cannot be exported to ONNX Q/DQ: export and every engine cell of that scheme fail,
     # its fake-quant accuracy and every other scheme still finish.

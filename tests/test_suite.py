@@ -109,6 +109,25 @@ def test_torch_timing_adds_torch_latency_cells_except_for_peers():
     assert any("timing.torch.device" in p and "'cuda'" in p for p in _errors(data))
 
 
+def test_backend_variants_and_the_auto_target_are_checked():
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["backends"] = ["torch", "openvino", "openvino@bf16", "tensorrt@fp16"]
+    data["shapes"] = {"batch": [8], "seq": [128]}
+    ids = [c.id for c in expand(parse_suite(data))]
+    assert "m/sst2/fp32/openvino@bf16/latency/b8s128" in ids and "m/sst2/int8/tensorrt@fp16/accuracy" in ids
+    data["backends"] = ["torch", "openvino@bf61"]
+    assert any("no @bf61 variant" in p and "did you mean 'bf16'" in p for p in _errors(data))
+    data["backends"] = ["torch", "onnxruntime@fp16"]
+    assert any("onnxruntime has no @fp16 variant" in p and "tensorrt@fp16" in p for p in _errors(data))
+    data["backends"] = ["torch", "opnvino"]
+    assert any("did you mean 'openvino'" in p for p in _errors(data))
+    data["backends"] = ["torch", "openvino", "openvino"]
+    assert any("listed twice" in p for p in _errors(data))
+    data["backends"] = ["torch", "openvino"]
+    data["schemes"]["auto"] = {"recipe": "auto", "auto": {"target_backend": "openvino@bf16"}}
+    assert any("schemes.auto.auto.target_backend: 'openvino@bf16' is not one of" in p for p in _errors(data))
+
+
 def test_baseline_runs_first_even_when_listed_last():
     data = yaml.safe_load(yaml.safe_dump(BASE))
     data["schemes"] = {"int8": {}, "fp32": {"kind": "fp32"}}

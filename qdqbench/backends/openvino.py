@@ -135,7 +135,8 @@ class OpenVINOBackend:
         return None
 
     def prepare(self, artifact: Path, precision: str, shapes: list, threads: int | None = None, *,
-                static_shape: bool = False, **options: Any) -> OpenVINOSession:
+                static_shape: bool = False, float_precision: str | None = None,
+                **options: Any) -> OpenVINOSession:
         """Compile ``artifact`` on CPU with the precision hint, thread count and LATENCY hint.
 
         ``static_shape=True`` with exactly one shape reshapes the model to it before compiling
@@ -165,7 +166,11 @@ class OpenVINOBackend:
             shape = shapes[0]
             model.reshape({p.get_any_name(): [shape.batch, shape.seq] for p in model.inputs})
 
-        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": _HINTS[precision],
+        if float_precision is not None and (precision != "int8" or float_precision not in ("bf16", "fp16")):
+            raise BackendError(f"openvino: float_precision '{float_precision}' applies to int8 only "
+                               f"(bf16 or fp16 for the layers Q/DQ leaves in float)")
+        requested = _HINTS[float_precision or precision]
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": requested,
                                   "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
@@ -183,7 +188,7 @@ class OpenVINOBackend:
             "device_name": core.get_property("CPU", "FULL_DEVICE_NAME"),
             "optimization_capabilities": list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")),
             "inference_precision_hint": hint,
-            "requested_hint": _HINTS[precision],
+            "requested_hint": requested,
             "performance_hint": str(compiled.get_property("PERFORMANCE_HINT")),
             "inference_num_threads": int(compiled.get_property("INFERENCE_NUM_THREADS")),
             "num_streams": int(compiled.get_property("NUM_STREAMS")),
@@ -191,7 +196,7 @@ class OpenVINOBackend:
             "model_has_qdq": model_has_qdq,
             "runtime_precisions": precisions,
         }
-        if hint != _HINTS[precision]:
-            info["note"] = (f"requested {_HINTS[precision]} but the CPU plugin compiled {hint} "
+        if hint != requested:
+            info["note"] = (f"requested {requested} but the CPU plugin compiled {hint} "
                             "(this CPU lacks native support)")
         return OpenVINOSession(compiled, eff, info)

@@ -56,14 +56,27 @@ class BuildPlan:
 
 
 def build_plan(trt_major: int, precision: str, *, has_strongly_typed_flag: bool = True,
-               strongly_typed: bool | None = None) -> BuildPlan:
+               strongly_typed: bool | None = None, int8_float: str | None = None) -> BuildPlan:
     """Decide strong typing, builder flags and ONNX conversion for ``precision``.
 
     ``strongly_typed=None`` means: always on TensorRT >= 11; on 10, on for int8 (Q/DQ decides,
     float layers stay fp32) when the flag exists, off for fp16/bf16 (builder flags).
     ``strongly_typed=False`` with int8 on TensorRT 10 gives the classic QDQBERT build, INT8+FP16
     flags (trtexec --int8 --fp16): the layers Q/DQ leaves in float may run in fp16.
+    ``int8_float`` ("fp16"/"bf16", the ``tensorrt@fp16`` backend variant) asks for that build:
+    INT8 plus the float flag, weakly typed; TensorRT 11 builds only strongly typed networks, where
+    the float parts' precision is the ONNX graph's own, so it is refused there.
     """
+    if int8_float is not None:
+        if precision != "int8" or int8_float not in ("fp16", "bf16"):
+            raise BackendError(f"tensorrt: float_precision '{int8_float}' applies to int8 only (fp16 or bf16)")
+        if trt_major >= 11:
+            raise BackendError(f"tensorrt: INT8 with {int8_float} float layers needs TensorRT 10's builder "
+                               "flags; TensorRT 11 is strongly typed (use the plain tensorrt backend)")
+        if strongly_typed:
+            raise BackendError("tensorrt: float_precision needs strongly_typed=False (builder flags)")
+        flag = {"fp16": "FP16", "bf16": "BF16"}[int8_float]
+        return BuildPlan(strongly_typed=False, flags=("INT8", flag), float_precision=int8_float)
     if trt_major >= 11:
         if strongly_typed is False:
             raise BackendError("TensorRT 11 builds only strongly typed networks; "
@@ -367,13 +380,14 @@ class TensorRTBackend:
 
     def prepare(self, artifact: Path, precision: str, shapes: list, threads: int | None = None, *,
                 cuda_graph: bool = False, strongly_typed: bool | None = None,
-                cache_dir: str | None = None, rebuild: bool = False,
+                cache_dir: str | None = None, rebuild: bool = False, float_precision: str | None = None,
                 **options: Any) -> TensorRTSession:
         """Build (or load from cache) an engine for ``shapes`` and return a session on it.
 
         ``threads`` is ignored (GPU). Options: ``cuda_graph`` (time CUDA-graph replay),
         ``strongly_typed`` (see ``build_plan``), ``cache_dir`` (default: ``trt_engines/`` next
-        to the artifact), ``rebuild`` (ignore a cached engine).
+        to the artifact), ``rebuild`` (ignore a cached engine), ``float_precision`` (int8 with
+        fp16/bf16 float layers, the ``tensorrt@fp16`` variant; see ``build_plan``).
         """
         if options:
             raise BackendError(f"tensorrt: unknown options {sorted(options)}")
@@ -389,7 +403,7 @@ class TensorRTBackend:
         plan = build_plan(int(version.split(".")[0]), precision,
                           has_strongly_typed_flag=hasattr(trt.NetworkDefinitionCreationFlag,
                                                           "STRONGLY_TYPED"),
-                          strongly_typed=strongly_typed)
+                          strongly_typed=strongly_typed, int8_float=float_precision)
         input_names = _onnx_input_names(artifact)
         profile = optimization_profile(shapes, input_names)
         gpu = torch.cuda.get_device_name()

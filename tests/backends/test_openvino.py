@@ -83,6 +83,19 @@ def test_bf16_request_reports_what_compiled(models):
         assert sess.precision == "fp32" and "note" in sess.info
 
 
+def test_int8_with_bf16_float_layers(models):
+    # The openvino@bf16 variant: Q/DQ in int8, the rest under the bf16 hint (f32 without bf16).
+    backend = get_backend("openvino@bf16")
+    sess = backend.prepare(models["qdq"], "int8", [Shape(batch=2, seq=8)], threads=1, float_precision="bf16")
+    assert sess.precision == "int8" and sess.info["requested_hint"] == "bf16"
+    if "BF16" in sess.info["optimization_capabilities"]:
+        assert sess.info["inference_precision_hint"] == "bf16"
+    else:
+        assert sess.info["inference_precision_hint"] == "f32" and "requested bf16" in sess.info["note"]
+    with pytest.raises(BackendError, match="applies to int8 only"):
+        backend.prepare(models["fp32"], "fp32", [Shape(batch=2, seq=8)], float_precision="bf16")
+
+
 def test_time_in_process(models):
     sess = get_backend("openvino").prepare(models["qdq"], "int8", [Shape(batch=2, seq=8)],
                                            threads=1)

@@ -85,6 +85,16 @@ def test_build_plan_tensorrt10():
     assert fp32.flags == () and fp32.tf32 is False
     with pytest.raises(BackendError):
         build_plan(10, "int8", has_strongly_typed_flag=False, strongly_typed=True)
+    # tensorrt@fp16 / @bf16: INT8 with the float flag, weakly typed, on TensorRT 10 only.
+    assert build_plan(10, "int8", int8_float="fp16") == BuildPlan(strongly_typed=False, flags=("INT8", "FP16"),
+                                                                  float_precision="fp16")
+    assert build_plan(10, "int8", int8_float="bf16").flags == ("INT8", "BF16")
+    with pytest.raises(BackendError, match="applies to int8 only"):
+        build_plan(10, "fp32", int8_float="fp16")
+    with pytest.raises(BackendError, match="strongly_typed=False"):
+        build_plan(10, "int8", int8_float="fp16", strongly_typed=True)
+    with pytest.raises(BackendError, match="TensorRT 11 is strongly typed"):
+        build_plan(11, "int8", int8_float="fp16")
 
 
 def test_build_plan_tensorrt11_is_always_strongly_typed():
