@@ -158,6 +158,8 @@ def test_environment_differences_and_latency_comparability():
 
     trt = build_comparison([], info("a"), [], info("b", **{"versions.tensorrt": "10.8.0", "machine.driver": "560.1"}))
     assert trt.latency_incomparable("tensorrt") and trt.latency_incomparable("openvino") is None
+    assert "versions.tensorrt" in trt.latency_incomparable("tensorrt@fp16")  # a variant is its engine
+    assert trt.latency_incomparable("openvino@bf16") is None
 
     noted = build_comparison([], info("a"), [], info("b", **{"versions.python": "3.12.1", "git.commit": "b" * 40}))
     assert {d.key for d in noted.environment} == {"versions.python", "git.commit"}
