@@ -690,10 +690,6 @@ class _Candidate:
     def float_quantizers(self) -> frozenset[str]:
         return frozenset(n for p in self.float_parts for n in p.quantizers)
 
-    def structure(self) -> frozenset[str]:
-        assert self.model is not None
-        return enabled_quantizers(self.model) - self.float_quantizers
-
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "stage": self.stage, "calibrator": self.calibrator,
                 "float_parts": [p.name for p in self.float_parts], "patterns": list(patterns_for(self.float_parts)),
@@ -781,16 +777,12 @@ def auto_recipe(
     def measure(c: _Candidate) -> None:
         if latency_fn is None or c.latency_source is not None:
             return
-        key = c.structure()
-        if key in latency_cache:
-            c.latency, first = latency_cache[key]
+        assert c.model is not None
+        c.latency, first, fresh = _structure_latency(c.model, c.float_quantizers, latency_fn, latency_cache, c.name)
+        if not fresh:
             c.latency_source = f"same Q/DQ structure as {first}"
-            return
-        with _float(c.model, c.float_quantizers):
-            c.latency = latency_fn(c.model)
-        c.latency = None if c.latency is None else float(c.latency)
-        c.latency_source = "measured" if c.latency is not None else "unknown"
-        latency_cache[key] = (c.latency, c.name)
+        else:
+            c.latency_source = "measured" if c.latency is not None else "unknown"
 
     def record(c: _Candidate) -> _Candidate:
         if c.passed:
@@ -911,6 +903,23 @@ def auto_recipe(
     )
 
 
+def _structure_latency(model: nn.Module, float_names: frozenset[str], latency_fn: Callable[[nn.Module], float | None],
+                       cache: dict[frozenset[str], tuple[float | None, str]], label: str,
+                       ) -> tuple[float | None, str, bool]:
+    """Latency of ``model`` with ``float_names`` left in float, measured once per Q/DQ structure.
+
+    Returns (latency or None, the label of the first measurement of that structure, whether this
+    call measured it).
+    """
+    key = enabled_quantizers(model) - float_names
+    if key in cache:
+        return (*cache[key], False)
+    with _float(model, float_names):
+        value = latency_fn(model)
+    cache[key] = (None if value is None else float(value), label)
+    return (*cache[key], True)
+
+
 def _float_part_costs(chosen: _Candidate, latency_fn: Callable[[nn.Module], float | None],
                       cache: dict[frozenset[str], tuple[float | None, str]]) -> dict[str, Any]:
     """What each float part of the chosen variant costs on the target engine.
@@ -919,15 +928,9 @@ def _float_part_costs(chosen: _Candidate, latency_fn: Callable[[nn.Module], floa
     latency minus the full-INT8 one is that part's price (structures already measured are reused).
     """
     assert chosen.model is not None
-    on = enabled_quantizers(chosen.model)
 
     def latency(float_names: frozenset[str], label: str) -> float | None:
-        key = on - float_names
-        if key not in cache:
-            with _float(chosen.model, float_names):
-                value = latency_fn(chosen.model)
-            cache[key] = (None if value is None else float(value), label)
-        return cache[key][0]
+        return _structure_latency(chosen.model, float_names, latency_fn, cache, label)[0]
 
     full = latency(frozenset(), "full INT8 (part costs)")
     parts = []

@@ -177,7 +177,9 @@ class Comparison:
         if not self.base_info or not self.cand_info:
             side = "BASE" if not self.base_info else "CAND"
             return f"{side} has no run.json: its machine is unknown"
-        engine = backend.partition("@")[0]  # "tensorrt@fp16" depends on what "tensorrt" does
+        from qdqbench.backends import split_backend
+
+        engine = split_backend(backend)[0]  # "tensorrt@fp16" depends on what "tensorrt" does
         keys = [d for d in self.environment if "*" in d.affects or engine in d.affects]
         if not keys:
             return None

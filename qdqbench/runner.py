@@ -158,6 +158,14 @@ class Runner:
             info["resumed_at"] = sorted(set(old.get("resumed_at", []) + ([started] if old else [])))
         write_json_atomic(self.run_dir / RUN_JSON, info)
 
+    def _timing_settings(self):
+        """The suite's timing section as ``TimingSettings`` (latency cells and auto's candidates)."""
+        from qdqbench.timing import TimingSettings
+
+        t = self.suite.timing
+        return TimingSettings(warmup_s=t.warmup_s, warmup_iters=t.warmup_iters, min_iters=t.min_iters,
+                              min_duration_s=t.min_duration_s, max_duration_s=t.max_duration_s)
+
     def _threads(self) -> int:
         return self.suite.timing.threads or os.cpu_count() or 1
 
@@ -526,12 +534,10 @@ class Runner:
         variant = split_backend(target)[1]
         options = {"float_precision": variant} if variant else {}
         from qdqbench.export import export_onnx
-        from qdqbench.timing import TimingSettings, measure_in_subprocess
+        from qdqbench.timing import measure_in_subprocess
 
         batch, seq = max(self.suite.shapes.batch), self.suite.shapes.seq[0]
-        t = self.suite.timing
-        settings = TimingSettings(warmup_s=t.warmup_s, warmup_iters=t.warmup_iters, min_iters=t.min_iters,
-                                  min_duration_s=t.min_duration_s, max_duration_s=t.max_duration_s)
+        settings = self._timing_settings()
         folder = artifacts / "auto"
         folder.mkdir(parents=True, exist_ok=True)
         feeds_path = folder / f"b{batch}s{seq}.npz"
@@ -742,7 +748,7 @@ class Runner:
     def _latency(self, cell: Cell, data: TaskData, variant: "_Lazy") -> dict[str, Any]:
         from qdqbench.backends import get_backend
         from qdqbench.evaluate import timing_feeds
-        from qdqbench.timing import TimingSettings, measure_in_subprocess
+        from qdqbench.timing import measure_in_subprocess
 
         reason = get_backend(cell.backend).unavailable_reason()
         if reason:
@@ -762,13 +768,11 @@ class Runner:
         if not inputs.exists():
             inputs.parent.mkdir(parents=True, exist_ok=True)
             np.savez(inputs, **timing_feeds(data.tokenizer, data.texts, cell.batch, cell.seq))
-        t = self.suite.timing
-        settings = TimingSettings(warmup_s=t.warmup_s, warmup_iters=t.warmup_iters, min_iters=t.min_iters,
-                                  min_duration_s=t.min_duration_s, max_duration_s=t.max_duration_s)
+        settings = self._timing_settings()
         stats, engine = measure_in_subprocess(cell.backend, artifact, precision, inputs, settings,
                                               threads=self._threads(), options=options)
         extra: dict[str, Any] = {}
-        if cell.backend == "onnxruntime" and scheme.kind == "fp32" and t.best_fp32:
+        if cell.backend == "onnxruntime" and scheme.kind == "fp32" and self.suite.timing.best_fp32:
             stats, engine, extra = self._best_fp32(data, artifact, inputs, settings, stats, engine)
         details = {"iterations": stats.n, "warmup_iters": stats.warmup_iters, "threads": self._threads(),
                    "method": stats.method, "wall_s": round(stats.wall_s, 3), "engine": engine.get("info", {}),

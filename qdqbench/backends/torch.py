@@ -89,12 +89,11 @@ class TorchSession:
 
     backend = "torch"
 
-    def __init__(self, model: Any, output: str, device: str, dtype: Any, precision: str,
+    def __init__(self, model: Any, output: str, device: str, precision: str,
                  info: dict[str, Any], cuda_graph: bool = False):
         self._model = model
         self._output = output
         self._device = device
-        self._dtype = dtype
         self.precision = precision
         self.info = info
         self._cuda_graph = cuda_graph
@@ -237,4 +236,4 @@ class TorchBackend:
                         compute_capability=list(torch.cuda.get_device_capability()),
                         tf32_matmul=torch.backends.cuda.matmul.allow_tf32)
         effective = "int8-fakequant" if precision == "int8" else precision
-        return TorchSession(model, output, dev, dtype, effective, info, cuda_graph=cuda_graph)
+        return TorchSession(model, output, dev, effective, info, cuda_graph=cuda_graph)

@@ -439,12 +439,13 @@ def _method_note(report: Report) -> str:
         f"{'s' if m.cells != 1 else ''})</li>"
         for m in report.methods
     )
+    configs = fmt_fp32_configs(report)
     return (
         '<p class="note">Method: each latency cell is timed after warm-up over many iterations; '
         "speedup (latency) = fp32 mean / mean and speedup (throughput) = throughput / fp32 "
         "throughput, both against the fp32 scheme of the same model, task, backend and shape "
         "<em>in this run</em> (— when that baseline is missing). CoV = std / mean."
-        + (f" {esc(fmt_fp32_configs(report))}" if fmt_fp32_configs(report) else "")
+        + (f" {esc(configs)}" if configs else "")
         + f'</p><ul class="note">{items}</ul>'
     )
 

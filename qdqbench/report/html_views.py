@@ -13,8 +13,8 @@ import math
 
 from qdqbench.report.charts import calibrator_chart_svg, pareto_chart_svg, sensitivity_chart_svg
 from qdqbench.report.htmlparts import esc, num_td, table_html, td, text_td, tr, verdict_class
-from qdqbench.report.layers import (MIN_LAYERS_FOR_MEDIAN, OUTLIER_FACTOR, AmaxCell, AmaxTable, fmt_delta_ms,
-                                    part_costs_note)
+from qdqbench.report.layers import (MIN_LAYERS_FOR_MEDIAN, OUTLIER_FACTOR, PART_COST_HEADERS, AmaxCell,
+                                    AmaxTable, fmt_delta_ms, part_costs_note)
 from qdqbench.report.rows import (
     DASH,
     Report,
@@ -450,7 +450,7 @@ def _part_costs(t) -> str:
         for i, c in enumerate(t.part_costs)
     ]
     return (f'<p class="note">{esc(part_costs_note(t))}</p>'
-            + table_html(f"partcosts-{t.anchor}", ["Float part", "Quantizers", "Latency (ms)", "Cost (ms)"], rows))
+            + table_html(f"partcosts-{t.anchor}", list(PART_COST_HEADERS), rows))
 
 
 def layers_section(report: Report) -> str:

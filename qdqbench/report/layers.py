@@ -313,6 +313,9 @@ class RecipeTrace:
     part_costs: tuple[PartCost, ...] = ()
 
 
+PART_COST_HEADERS = ("Float part", "Quantizers", "Latency (ms)", "Cost (ms)")
+
+
 def fmt_delta_ms(x: float | None) -> str:
     """'+1.23' (ms slower) / '−0.40' (faster); a dash when unknown."""
     if x is None:
@@ -389,6 +392,7 @@ __all__ = [
     "OUTLIER_FACTOR",
     "AmaxCell",
     "AmaxTable",
+    "PART_COST_HEADERS",
     "PartCost",
     "RecipeTrace",
     "SensitivityPart",

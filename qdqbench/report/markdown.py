@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
 
-from qdqbench.report.layers import OUTLIER_FACTOR, fmt_delta_ms, part_costs_note
+from qdqbench.report.layers import OUTLIER_FACTOR, PART_COST_HEADERS, fmt_delta_ms, part_costs_note
 from qdqbench.report.rows import (
     DASH,
     Report,
@@ -386,7 +386,7 @@ def _layers(report: Report) -> list[str]:
         )
         if t.part_costs:
             out.append(f"{md_escape(part_costs_note(t))}")
-            out.append(md_table(["Float part", "Quantizers", "Latency (ms)", "Cost (ms)"],
+            out.append(md_table(list(PART_COST_HEADERS),
                                 [[c.part, fmt_int(c.quantizers), fmt_ms(c.latency_ms), fmt_delta_ms(c.delta_ms)]
                                  for c in t.part_costs], numeric=(1, 2, 3)))
     return out
@@ -468,10 +468,11 @@ def _latency(report: Report) -> list[str]:
     methods = "; ".join(
         f"{md_escape(m.backend)}: {md_escape(fmt_method(m))}" for m in report.methods
     )
+    configs = fmt_fp32_configs(report)
     return [
         "### Latency",
         "Speedups against the fp32 scheme of the same model, task, backend and shape in this run. "
-        f"Method: {methods}." + (f" {md_escape(fmt_fp32_configs(report))}" if fmt_fp32_configs(report) else ""),
+        f"Method: {methods}." + (f" {md_escape(configs)}" if configs else ""),
         md_table(headers, rows, numeric=tuple(range(5, 15))),
     ]
 
