@@ -541,7 +541,8 @@ class Runner:
         folder = artifacts / "auto"
         folder.mkdir(parents=True, exist_ok=True)
         feeds_path = folder / f"b{batch}s{seq}.npz"
-        np.savez(feeds_path, **timing_feeds(data.tokenizer, data.texts, batch, seq))
+        feeds = timing_feeds(data.tokenizer, data.texts, batch, seq)
+        save_atomic(feeds_path, lambda fh: np.savez(fh, **feeds))
         counter = {"n": 0}
 
         def latency(model) -> float | None:
@@ -579,7 +580,7 @@ class Runner:
         else:
             bs = self.suite.tasks[cell.task].eval_batch_size
             out = run_batches(data.eval_encoded, bs, torch_forward(variant.get().model, data.output), reduce=data.reduce)
-            np.save(path, out)
+            save_atomic(path, lambda fh: np.save(fh, out))
         self._outputs[key] = out
         return out
 
@@ -767,7 +768,8 @@ class Runner:
         inputs = self.run_dir / "artifacts" / "inputs" / f"{cell.model}-{cell.task}-b{cell.batch}s{cell.seq}.npz"
         if not inputs.exists():
             inputs.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(inputs, **timing_feeds(data.tokenizer, data.texts, cell.batch, cell.seq))
+            feeds = timing_feeds(data.tokenizer, data.texts, cell.batch, cell.seq)
+            save_atomic(inputs, lambda fh: np.savez(fh, **feeds))
         settings = self._timing_settings()
         stats, engine = measure_in_subprocess(cell.backend, artifact, precision, inputs, settings,
                                               threads=self._threads(), options=options)
@@ -811,6 +813,22 @@ class Runner:
 
 
 # --------------------------------------------------------------------------- small helpers
+
+
+def save_atomic(path: Path, write: Callable[[Any], None]) -> None:
+    """``write(binary file)`` into a temporary file, then rename it to ``path``.
+
+    Artifacts that a resumed run reuses when they exist (timing inputs, torch outputs) must never
+    be half-written: a run killed mid-write would leave a truncated file that the resume trusts.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @dataclass

@@ -143,6 +143,26 @@ def test_failing_cell_is_recorded_and_the_run_goes_on(make_tiny_suite, tmp_path)
     assert records["tiny/sst2/int8/onnxruntime/latency/b1s16"].status == "ok"
 
 
+def test_reused_artifacts_are_written_whole_or_not_at_all(tmp_path):
+    import numpy as np
+
+    from qdqbench.runner import save_atomic
+
+    path = tmp_path / "inputs.npz"
+
+    def dies_midway(fh):
+        fh.write(b"PK\x03\x04 half an archive")
+        raise KeyboardInterrupt  # a run stopped while writing
+
+    with pytest.raises(KeyboardInterrupt):
+        save_atomic(path, dies_midway)
+    assert list(tmp_path.iterdir()) == []  # no truncated file for a resume to trust
+    save_atomic(path, lambda fh: np.savez(fh, ids=np.arange(3)))
+    with np.load(path) as npz:
+        assert npz["ids"].tolist() == [0, 1, 2]
+    assert list(tmp_path.iterdir()) == [path]
+
+
 def test_resume_skips_finished_cells(tiny_suite, tmp_path):
     suite = load_suite(tiny_suite)
     run_dir = tmp_path / "run"

@@ -221,6 +221,16 @@ def test_worker_failure_on_garbage_and_missing_file(tmp_path, backend):
         assert "\n" not in str(err.value) and path.name in str(err.value)
 
 
+def test_worker_names_a_truncated_feeds_file(tmp_path):
+    pytest.importorskip("onnxruntime")
+    model = tiny_onnx(tmp_path / "tiny.onnx")
+    feeds = write_feeds(tmp_path / "feeds.npz")
+    feeds.write_bytes(feeds.read_bytes()[:40])  # what a run killed mid-write used to leave behind
+    with pytest.raises(BackendError, match="cannot read feeds .*feeds.npz") as err:
+        measure_in_subprocess("onnxruntime", model, "fp32", feeds, FAST, threads=1, timeout_s=120)
+    assert "\n" not in str(err.value)
+
+
 def test_worker_unknown_backend(tmp_path):
     feeds = write_feeds(tmp_path / "feeds.npz")
     with pytest.raises(BackendError, match="did you mean 'openvino'"):

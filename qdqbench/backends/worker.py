@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         with np.load(args.feeds) as npz:
             feeds = {name: npz[name] for name in npz.files}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise BackendError(f"worker: cannot read feeds {args.feeds}: {exc}") from exc
     if not feeds:
         raise BackendError(f"worker: feeds file {args.feeds} holds no arrays")
