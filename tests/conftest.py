@@ -45,7 +45,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny-bert")
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ",", "."] + WORDS
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    tok = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    tok = BertTokenizerFast(vocab=str(folder / "vocab.txt"), do_lower_case=True)
     tok.save_pretrained(folder)
     torch.manual_seed(0)
     config = BertConfig(

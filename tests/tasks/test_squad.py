@@ -144,7 +144,7 @@ def tokenizer(tmp_path_factory):
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ","]
     vocab += [f"q{i}" for i in range(80)] + [f"w{i}" for i in range(80)]
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    return BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    return BertTokenizerFast(vocab=str(folder / "vocab.txt"), do_lower_case=True)
 
 
 def _context(n_words: int) -> str:
