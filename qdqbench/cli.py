@@ -1,8 +1,9 @@
 """The ``qdqbench`` command: run | ls | validate | report | compare | merge | history | env.
 
-Thin: it parses arguments, calls the library and maps outcomes to exit codes:
-0 everything ok · 1 a ``--fail-on`` gate failed · 2 usage or input error (one line per problem) ·
-3 some cells failed · 130 interrupted (the run folder resumes with ``qdqbench run --resume DIR``).
+Thin: it parses arguments, calls the library and maps outcomes to the exit codes of
+``EXIT_CODES`` (README's table is written from the same list): 1 means only "a gate failed"; bad
+input, a damaged or busy run folder and a full disk are one line and 2; a bug is 70 with its
+traceback in a log file; a signal N is 128+N with the resume hint.
 ``ls``, ``validate``, ``compare``, ``merge`` and ``history`` never import torch.
 """
 
@@ -10,15 +11,31 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
+import tempfile
+import traceback
+from datetime import datetime, timezone
 from pathlib import Path
 
-from qdqbench import __version__, compare, history, merge
-from qdqbench.errors import QdqbenchError
+from qdqbench import __version__, compare, doctor, history, merge
+from qdqbench.errors import Interrupted, QdqbenchError
 from qdqbench.gates import add_fail_on_argument
 from qdqbench.shard import add_shard_argument
 
-EXIT_OK, EXIT_GATE, EXIT_INPUT, EXIT_CELLS = 0, 1, 2, 3
+EXIT_OK, EXIT_GATE, EXIT_INPUT, EXIT_CELLS, EXIT_INTERNAL, EXIT_PIPE = 0, 1, 2, 3, 70, 141
+EXIT_CODES = {
+    EXIT_OK: "everything ran and every gate passed",
+    EXIT_GATE: "a --fail-on gate failed (and nothing else: 1 means only this)",
+    EXIT_INPUT: "bad input, a damaged or busy run folder, a full disk, nothing comparable; one line each",
+    EXIT_CELLS: "some cells failed (each recorded with its one-line error); no gate failed",
+    EXIT_INTERNAL: "internal error (a bug): the traceback is in qdqbench-error-*.log, named on stderr",
+    130: "interrupted by SIGINT (Ctrl-C); qdqbench run --resume DIR goes on",
+    143: "stopped by SIGTERM; qdqbench run --resume DIR goes on",
+    129: "stopped by SIGHUP (the terminal closed); qdqbench run --resume DIR goes on",
+    EXIT_PIPE: "stdout was closed by its reader (qdqbench ls | head); ends quietly",
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,8 +75,16 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_parser(sub)
     merge.add_parser(sub)
     history.add_parser(sub)
+    doctor.add_parser(sub)
     sub.add_parser("env", help="print versions, CPU/GPU and git facts as JSON")
     return p
+
+
+def preflight(suite, *, fetch: bool = False) -> list[str]:
+    """Problems knowable before heavy work (``qdqbench.preflight``)."""
+    from qdqbench.preflight import preflight as check
+
+    return check(suite, fetch=fetch)
 
 
 def _load(args):
@@ -67,38 +92,6 @@ def _load(args):
 
     model_paths = dict(parse_model_path(x) for x in args.model_path)
     return load_suite(args.suite, args.sets, model_paths, args.data_dir)
-
-
-def preflight(suite, *, fetch: bool = False) -> list[str]:
-    """Problems knowable before heavy work: model sources, task names, data folders.
-
-    With ``fetch``, Hub models are downloaded (or found in the cache) now, so an unreachable Hub
-    stops the run before anything is computed.
-    """
-    from qdqbench import models
-    from qdqbench.tasks import get_task
-
-    problems = []
-    for name, spec in suite.models.items():
-        p = models.check(name, spec, fetch=fetch)
-        if p:
-            problems.append(p)
-    for tname, t in suite.tasks.items():
-        if t.kind == "embedding-fidelity":
-            continue
-        try:
-            task = get_task(t.name or ("squad" if t.kind == "squad" else tname))
-        except QdqbenchError as exc:
-            problems.append(f"tasks.{tname}: {exc}")
-            continue
-        if (getattr(task, "kind", "") == "qa") != (t.kind == "squad"):
-            problems.append(f"tasks.{tname}: task '{task.name}' does not match kind '{t.kind}'")
-        elif t.data_dir and not Path(t.data_dir).is_dir():
-            problems.append(f"tasks.{tname}.data_dir: {t.data_dir} does not exist")
-        elif t.data_dir and t.kind == "glue" and not (Path(t.data_dir) / task.glue_dir).is_dir() \
-                and not (Path(t.data_dir) / "glue" / task.glue_dir).is_dir():
-            problems.append(f"tasks.{tname}.data_dir: {t.data_dir} has no {task.glue_dir}/ folder")
-    return problems
 
 
 def _cells(suite, shard: str | None):
@@ -146,51 +139,89 @@ def cmd_run(args) -> int:
     from qdqbench.results import load_run_info
     from qdqbench.runner import Runner, load_run_suite, new_run_dir
 
-    console = Console(stderr=True)
+    from qdqbench.runlock import RunLock
+
+    console = Console(stderr=True, soft_wrap=True)  # paths and the resume command stay on one line
     gates = parse_gates(args.fail_on, "run")
+    lock = None
     if args.resume:
         if args.suite or args.sets or args.model_path or args.data_dir or args.shard:
             raise QdqbenchError("--resume takes the suite and shard stored in the run folder; give no suite or overrides")
-        suite, run_dir, suite_path = load_run_suite(args.resume), args.resume, None
+        run_dir, suite_path = args.resume, None
+        if not Path(run_dir).is_dir():
+            raise QdqbenchError(f"{run_dir}: run folder not found")
+        # The lock first: a second resume of a busy folder stops before it reads anything.
+        lock = RunLock(run_dir).acquire()
+        args.log_dir = run_dir
+        suite = load_run_suite(run_dir)
         shard = load_run_info(run_dir).get("shard")
-        shard_text = f"{shard['index']}/{shard['count']}" if shard else None
+        shard_text = f"{shard['index']}/{shard['count']}" if isinstance(shard, dict) and "index" in shard else None
     else:
         if args.suite is None:
             raise QdqbenchError("run: give a suite file, or --resume DIR")
         suite, suite_path, shard_text = _load(args), args.suite, args.shard
-    cells, shard = _cells(suite, shard_text)
-    if not args.resume:
-        run_dir = new_run_dir(suite, args.out, shard)
-    problems = preflight(suite, fetch=True)
-    if problems:
-        for p in problems:
-            print(p, file=sys.stderr)
-        return EXIT_INPUT
-    console.print(f"run folder: {run_dir}")
-    summary = Runner(suite, run_dir, suite_path=suite_path, console=console, show_progress=not args.quiet,
-                     cells=cells, shard=shard).run()
-    paths = _write_report(run_dir, suite.output.formats, console)
-    _print_summary(summary, console)
-    if summary.interrupted:
-        console.print(f"[yellow]interrupted[/yellow]: resume with  qdqbench run --resume {run_dir}")
-    if paths:
-        console.print(f"report: {paths[0]}")
-    print(run_dir)
-    failed_gates = [f for o in check_gates(summary.records, gates) for f in o.failures]
-    for f in failed_gates:
-        console.print(f"[red]gate failed[/red]: {f}")
-    if summary.interrupted:
+    try:
+        cells, shard = _cells(suite, shard_text)
+        problems = preflight(suite, fetch=True)
+        if problems:
+            for p in problems:
+                print(p, file=sys.stderr)
+            return EXIT_INPUT
+        if lock is None:
+            run_dir = new_run_dir(suite, args.out, shard)  # created exclusively, locked at once
+            lock = RunLock(run_dir).acquire()
+            args.log_dir = run_dir
+        console.print(f"run folder: {run_dir}")
+        summary = Runner(suite, run_dir, suite_path=suite_path, console=console, show_progress=not args.quiet,
+                         cells=cells, shard=shard, locked=True).run()
+        paths = _write_report(run_dir, suite.output.formats, console)
+        _print_summary(summary, console)
+        if summary.interrupted:
+            console.print(f"[yellow]interrupted[/yellow]: resume with  qdqbench run --resume {run_dir}")
+        if summary.stopped:
+            console.print(f"[red]stopped[/red]: {summary.stopped}; make room, then resume with  "
+                          f"qdqbench run --resume {run_dir}", highlight=False)
+        if paths:
+            console.print(f"report: {paths[0]}")
+        print(run_dir)
+    finally:
+        if lock is not None:
+            lock.release()
+    outcomes = check_gates(summary.records, gates)
+    for line in _gate_lines(outcomes):
+        console.print(line, markup=False, highlight=False)
+    if summary.interrupted or summary.stopped:
         return summary.exit_code
-    return EXIT_GATE if failed_gates else summary.exit_code
+    return EXIT_GATE if any(not o.passed for o in outcomes) else summary.exit_code
 
 
-def _write_report(run_dir: Path, formats, console) -> list[Path]:
+def _gate_lines(outcomes) -> list[str]:
+    """One line per gate (``gates.format_outcomes`` where it exists)."""
+    from qdqbench import gates
+
+    fmt = getattr(gates, "format_outcomes", None)
+    if fmt is not None:
+        return list(fmt(outcomes))
+    return [f"gate failed: {f}" for o in outcomes for f in o.failures]
+
+
+def _write_report(run_dir: Path, formats, console, *, strict: bool = False) -> list[Path]:
+    """Render the reports; after a run (not ``strict``) a failure is one line and the data stays."""
     from qdqbench.report import write_report
 
     try:
         return write_report(Path(run_dir), tuple(formats))
+    except QdqbenchError:
+        if strict:
+            raise
+        console.print(f"[red]report failed[/red]: {sys.exc_info()[1]} (results are in {run_dir}/results.jsonl)",
+                      highlight=False, soft_wrap=True)
+        return []
     except Exception as exc:  # noqa: BLE001 — a report bug must not lose the run; the data is on disk
-        console.print(f"[red]report failed[/red]: {type(exc).__name__}: {exc} (results are in {run_dir}/results.jsonl)")
+        if strict:
+            raise  # `qdqbench report` itself: a rendering bug is an internal error (exit 70, logged)
+        console.print(f"[red]report failed[/red]: {type(exc).__name__}: {exc} (results are in {run_dir}/results.jsonl)",
+                      highlight=False, soft_wrap=True)
         return []
 
 
@@ -238,7 +269,8 @@ def cmd_report(args) -> int:
 
     if not (args.run_dir / "results.jsonl").is_file():
         raise QdqbenchError(f"{args.run_dir}: not a run folder (no results.jsonl)")
-    paths = _write_report(args.run_dir, tuple(args.formats or ("html", "md", "csv")), Console(stderr=True))
+    paths = _write_report(args.run_dir, tuple(args.formats or ("html", "md", "csv")), Console(stderr=True),
+                          strict=True)
     for p in paths:
         print(p)
     return EXIT_OK if paths else EXIT_INPUT
@@ -251,17 +283,71 @@ def cmd_env(args) -> int:
     return EXIT_OK
 
 
+def _raise_interrupted(signum, frame) -> None:
+    raise Interrupted(signum)
+
+
+def _install_signal_handlers() -> dict[int, object]:
+    """SIGTERM and SIGHUP unwind like Ctrl-C (workers killed, run folder consistent); old handlers."""
+    old = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        try:
+            old[sig] = signal.signal(sig, _raise_interrupted)
+        except (ValueError, OSError):  # not the main thread (tests calling main() from a thread)
+            pass
+    return old
+
+
+def _crash_log(args, exc: BaseException) -> Path | None:
+    """Write the traceback of an internal error into the run folder (or the temp folder); its path."""
+    folder = getattr(args, "log_dir", None) or getattr(args, "run_dir", None)
+    folder = Path(folder) if folder and Path(folder).is_dir() else Path(tempfile.gettempdir())
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    path = folder / f"qdqbench-error-{stamp}-{os.getpid()}.log"
+    text = f"qdqbench {__version__}: {' '.join(sys.argv)}\n" + "".join(
+        traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError:
+        return None
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code."""
+    """Entry point; returns the exit code (``EXIT_CODES``)."""
     args = _parser().parse_args(argv)
     handler = {"run": cmd_run, "ls": cmd_ls, "validate": cmd_validate, "report": cmd_report, "env": cmd_env,
-               "compare": compare.run, "merge": merge.run, "history": history.run}[args.command]
+               "compare": compare.run, "merge": merge.run, "history": history.run, "doctor": doctor.run}[args.command]
+    old_handlers = _install_signal_handlers()
     try:
         return handler(args)
     except QdqbenchError as exc:
         for line in str(exc).splitlines() or [type(exc).__name__]:
             print(f"error: {line}", file=sys.stderr)
         return EXIT_INPUT
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        print(f"error: interrupted by {signal.Signals(signum).name}", file=sys.stderr)
+        return 128 + signum
+    except BrokenPipeError:
+        # The reader went away (qdqbench ls | head): end quietly, and keep Python's exit-time flush
+        # of stdout from raising again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_PIPE
+    except OSError as exc:  # a file the user named, a full disk: one line naming the file
+        where = exc.filename or "qdqbench"
+        print(f"error: {where}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except Exception as exc:  # noqa: BLE001 — a bug: one line and a log, never a bare traceback
+        log = _crash_log(args, exc)
+        where = f"; traceback in {log}" if log else ""
+        print(f"error: internal error: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+              f"{where}", file=sys.stderr)
+        return EXIT_INTERNAL
+    finally:
+        for sig, h in old_handlers.items():
+            signal.signal(sig, h)
 
 
 if __name__ == "__main__":  # pragma: no cover

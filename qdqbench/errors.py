@@ -30,6 +30,14 @@ class ExportError(QdqbenchError):
     """ONNX export or its structural check failed."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """A signal (SIGTERM, SIGHUP) that unwinds a run like Ctrl-C; ``signum`` sets the exit code."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"signal {signum}")
+        self.signum = signum
+
+
 class BackendError(QdqbenchError):
     """An engine is missing, failed to build, or rejected an input."""
 

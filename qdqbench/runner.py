@@ -24,7 +24,8 @@ from typing import Any, Callable
 import numpy as np
 
 from qdqbench.errors import QdqbenchError
-from qdqbench.results import Metric, Record, ResultStore, Shape, write_json_atomic
+from qdqbench.results import (Metric, Record, ResultStore, ResultStoreError, Shape, load_run_info, read_json_file,
+                              write_json_atomic, write_text_atomic)
 from qdqbench.suite import Cell, QATSpec, SchemeSpec, Suite, expand
 
 RUN_JSON = "run.json"
@@ -49,6 +50,10 @@ class CellFailure(Exception):
     """A dependency of a cell failed; the message says which."""
 
 
+class _StoreStopped(Exception):
+    """``results.jsonl`` could not take a record: the run stops (nothing further could be kept)."""
+
+
 @dataclass
 class RunSummary:
     """Counts of a finished (or interrupted) run."""
@@ -59,36 +64,52 @@ class RunSummary:
     skipped: int = 0
     reused: int = 0
     interrupted: bool = False
+    signal: int = 2  # the signal that interrupted the run (SIGINT 2, SIGTERM 15, SIGHUP 1)
+    stopped: str | None = None  # why the run stopped early: results.jsonl could not be written
+    notes: list[str] = field(default_factory=list)  # repairs and re-runs done before the first cell
     records: list[Record] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
-        """0 all cells ok, 3 some cell failed, 130 interrupted."""
+        """0 all cells ok, 3 some cell failed, 2 the store stopped the run, 128+N interrupted by signal N."""
         if self.interrupted:
-            return 130
+            return 128 + self.signal
+        if self.stopped:
+            return 2
         return 3 if self.failed else 0
 
 
 def new_run_dir(suite: Suite, base: Path | None = None, shard: tuple[int, int] | None = None) -> Path:
-    """``<output.dir>/<suite>-<UTC time>[-shardKofN]``, unique."""
+    """Create ``<output.dir>/<suite>-<UTC time>[-shardKofN][-n]`` exclusively and return it.
+
+    ``mkdir`` without ``exist_ok``: two runs started in the same second get two folders.
+    """
+    from qdqbench.runlock import create_run_dir
+
     root = Path(base or suite.output.dir)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     # Shards start in the same second on different machines: the shard is part of the name.
     suffix = f"-shard{shard[0]}of{shard[1]}" if shard else ""
-    path = root / f"{suite.name}-{stamp}{suffix}"
-    n = 1
-    while path.exists():
-        n += 1
-        path = root / f"{suite.name}-{stamp}{suffix}-{n}"
-    return path
+    return create_run_dir(root, f"{suite.name}-{stamp}{suffix}")
 
 
 def load_run_suite(run_dir: Path) -> Suite:
-    """The suite a run folder was started with (for --resume)."""
-    p = Path(run_dir) / SUITE_JSON
+    """The suite a run folder was started with (for --resume); one line when it is damaged."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise QdqbenchError(f"{run_dir}: run folder not found")
+    p = run_dir / SUITE_JSON
     if not p.is_file():
         raise QdqbenchError(f"{run_dir}: not a qdqbench run folder (no {SUITE_JSON})")
-    return Suite.model_validate_json(p.read_text(encoding="utf-8"))
+    data = read_json_file(p, SUITE_JSON)
+    try:
+        return Suite.model_validate(data)
+    except ValueError as exc:
+        errors = exc.errors() if hasattr(exc, "errors") else []
+        first = errors[0] if errors else {}
+        where = ".".join(str(x) for x in first.get("loc", ())) or "(top level)"
+        raise QdqbenchError(f"{p}: {SUITE_JSON} is damaged ({where}: {first.get('msg', exc)}); "
+                            "it cannot be resumed") from None
 
 
 # --------------------------------------------------------------------------- per model × task
@@ -118,7 +139,8 @@ class Runner:
 
     def __init__(self, suite: Suite, run_dir: Path, *, suite_path: Path | None = None,
                  console=None, show_progress: bool = True, cells: list[Cell] | None = None,
-                 shard: tuple[int, int] | None = None):
+                 shard: tuple[int, int] | None = None, locked: bool = False):
+        self.locked = locked  # the caller already holds the run folder's lock
         self.suite = suite
         self.cells = cells if cells is not None else expand(suite)
         self.shard = shard
@@ -128,6 +150,8 @@ class Runner:
         self.console = console
         self.show_progress = show_progress
         self._outputs: dict[tuple[str, str, str, str], np.ndarray] = {}
+        self._notes: list[str] = []  # repairs found at start: torn tail, damaged artifacts
+        self._reruns: dict[str, str] = {}  # cell id -> why a finished cell runs again
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -136,7 +160,7 @@ class Runner:
         p.mkdir(parents=True, exist_ok=True)
         return p
 
-    def _write_run_json(self, started: str, finished: str | None) -> None:
+    def _write_run_json(self, started: str, finished: str | None, state: str = "running") -> None:
         from qdqbench.env import environment
 
         info = {
@@ -145,17 +169,27 @@ class Runner:
                       "description": self.suite.description},
             "started_at": started,
             "finished_at": finished,
+            # running | finished | interrupted | stopped: a folder whose state is not "finished"
+            # is incomplete (merge refuses it without --partial).
+            "state": state,
             "accuracy_bound": {"bound": self.suite.accuracy.bound, "mode": self.suite.accuracy.mode},
             "timing": self.suite.timing.model_dump() | {"threads_used": self._threads()},
             "shard": {"index": self.shard[0], "count": self.shard[1]} if self.shard else None,
             "cells": len(self.cells),
             **environment(),
         }
-        previous = self.run_dir / RUN_JSON
-        if previous.exists():
-            old = json.loads(previous.read_text(encoding="utf-8"))
-            info["started_at"] = old.get("started_at", started)
-            info["resumed_at"] = sorted(set(old.get("resumed_at", []) + ([started] if old else [])))
+        if (self.run_dir / RUN_JSON).exists():
+            try:
+                old = load_run_info(self.run_dir)
+            except QdqbenchError as exc:
+                old = {}
+                self._note(f"{exc}; rewritten")
+            if old:
+                info["started_at"] = old.get("started_at", started)
+                info["resumed_at"] = sorted(set(old.get("resumed_at", []) + [started]))
+            if old.get("repairs") or self._notes:
+                info["repairs"] = list(old.get("repairs", [])) + [f"{started}: {n}" for n in self._notes
+                                                                 if f"{started}: {n}" not in old.get("repairs", [])]
         write_json_atomic(self.run_dir / RUN_JSON, info)
 
     def _timing_settings(self):
@@ -173,17 +207,46 @@ class Runner:
         if self.console is not None:
             self.console.print(msg)
 
+    def _note(self, msg: str) -> None:
+        self._notes.append(msg)
+        if self.console is not None:
+            self.console.print(f"[yellow]note[/yellow]: {msg}", highlight=False)
+
     # ------------------------------------------------------------------ the loop
 
     def run(self) -> RunSummary:
-        """Run every cell not yet finished; return the summary (never raises for a failing cell)."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / SUITE_JSON).write_text(self.suite.model_dump_json(indent=2), encoding="utf-8")
+        """Run every cell not yet finished; return the summary (never raises for a failing cell).
+
+        Holds the run folder's lock throughout (RunFolderBusy when another process has it).
+        """
+        from qdqbench.runlock import RunLock
+
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)  # a library caller's folder; the lock guards it
+        except OSError as exc:
+            raise QdqbenchError(f"{self.run_dir}: cannot create the run folder: {exc.strerror or exc}") from None
+        if self.locked:
+            return self._run_locked()
+        with RunLock(self.run_dir):
+            return self._run_locked()
+
+    def _run_locked(self) -> RunSummary:
         started = now()
-        self._write_run_json(started, None)
-        cells = self.cells
-        done = self.store.finished()
-        summary = RunSummary(self.run_dir, reused=sum(1 for c in cells if c.id in done))
+        try:
+            torn = self.store.repair()
+            if torn is not None:
+                self._note(str(torn))
+            for skipped in self.store.scan()[1]:  # damaged lines mid-file: their cells run again
+                self._note(f"{skipped}; its cell runs again")
+            write_text_atomic(self.run_dir / SUITE_JSON, self.suite.model_dump_json(indent=2))
+            cells = self.cells
+            done = self.store.finished()
+            self._verify_artifacts(done)
+            self._write_run_json(started, None)
+        except OSError as exc:
+            raise QdqbenchError(f"{getattr(exc, 'filename', None) or self.run_dir}: cannot write the run folder "
+                                f"({exc.strerror or exc})") from None
+        summary = RunSummary(self.run_dir, reused=sum(1 for c in cells if c.id in done), notes=list(self._notes))
         pending = [c for c in cells if c.id not in done]
         groups: OrderedDict[tuple[str, str], list[Cell]] = OrderedDict()
         for c in pending:
@@ -194,12 +257,45 @@ class Runner:
                 task_id = progress.add_task("cells", total=len(pending), cell="") if progress.enabled else None
                 for (mname, tname), group in groups.items():
                     self._run_group(mname, tname, group, summary, progress, task_id)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             summary.interrupted = True
+            summary.signal = getattr(exc, "signum", 2)
+        except _StoreStopped as exc:
+            summary.stopped = str(exc)
         finally:
-            self._write_run_json(started, now())
+            try:
+                state = "interrupted" if summary.interrupted else "stopped" if summary.stopped else "finished"
+                self._write_run_json(started, now() if state == "finished" else None, state)
+            except OSError as exc:
+                self._say(f"run.json not updated: {exc.strerror or exc}")
         summary.records = self.store.read()
         return summary
+
+    def _verify_artifacts(self, done: dict[str, Record]) -> None:
+        """Finished cells whose artifact (path + sha256 in the record) is missing or damaged run again.
+
+        They are dropped from ``done`` (so they run in this pass, once) and their new record says why.
+        """
+        from qdqbench.results import file_sha256
+
+        for cell_id, rec in list(done.items()):
+            rel, digest = rec.details.get("path"), rec.details.get("sha256")
+            if rec.status != "ok" or not rel or not digest:
+                continue
+            path = self.run_dir / rel
+            if not path.is_file():
+                why = f"its artifact {rel} is missing"
+            else:
+                try:
+                    actual = file_sha256(path)
+                except OSError as exc:
+                    actual = f"unreadable ({exc.strerror or exc})"
+                if actual == digest:
+                    continue
+                why = f"its artifact {rel} is damaged (sha256 {actual[:12]}, recorded {digest[:12]})"
+            del done[cell_id]
+            self._reruns[cell_id] = why
+            self._note(f"{cell_id}: {why}; the cell runs again")
 
     def _progress(self, total: int):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -262,13 +358,21 @@ class Runner:
 
     def _finish(self, cell: Cell, summary: RunSummary, *, status: str, **fields) -> None:
         scheme = self.suite.schemes[cell.scheme]
+        if cell.id in self._reruns:
+            fields["details"] = {**(fields.get("details") or {}), "rerun": self._reruns.pop(cell.id)}
         rec = Record(
             cell=cell.id, status=status, model=cell.model, task=cell.task, scheme=cell.scheme,
             scheme_kind=scheme.kind, backend=cell.backend, kind=cell.kind,
             shape=Shape(batch=cell.batch, seq=cell.seq) if cell.batch is not None else None,
             **fields,
         )
-        self.store.append(rec)
+        try:
+            self.store.append(rec)
+        except ResultStoreError as exc:
+            # The result is lost for now (the cell stays pending for --resume); everything already
+            # stored is intact. Further cells could not be kept either, so the run stops here.
+            summary.failed += 1
+            raise _StoreStopped(str(exc)) from None
         setattr(summary, status, getattr(summary, status) + 1)
         if status == "failed":
             self._say(f"[red]failed[/red] {cell.id}: {rec.error}")
@@ -528,11 +632,10 @@ class Runner:
         target = auto.target_backend or (engines[0] if engines else None)
         if target is None:
             return None
-        from qdqbench.backends import split_backend
+        from qdqbench.backends import engine_request
         from qdqbench.evaluate import timing_feeds
 
-        variant = split_backend(target)[1]
-        options = {"float_precision": variant} if variant else {}
+        options = dict(engine_request(target, "qdq").options)
         from qdqbench.export import export_onnx
         from qdqbench.timing import measure_in_subprocess
 
@@ -575,9 +678,8 @@ class Runner:
         if key in self._outputs:
             return self._outputs[key]
         path = self._artifacts(cell) / "torch-outputs.npy"
-        if path.exists():
-            out = np.load(path)
-        else:
+        out = _load_npy(path) if path.exists() else None
+        if out is None:
             bs = self.suite.tasks[cell.task].eval_batch_size
             out = run_batches(data.eval_encoded, bs, torch_forward(variant.get().model, data.output), reduce=data.reduce)
             save_atomic(path, lambda fh: np.save(fh, out))
@@ -697,21 +799,16 @@ class Runner:
         return path
 
     def _engine_precision(self, cell: Cell) -> str:
-        from qdqbench.backends import split_backend
+        """The precision the cell's engine (or engine variant) is asked for (the backends decide)."""
+        from qdqbench.backends import engine_request
 
-        variant = split_backend(cell.backend)[1]
-        if self.suite.schemes[cell.scheme].kind == "fp32":
-            return variant or "fp32"
-        return "int8"
+        return engine_request(cell.backend, self.suite.schemes[cell.scheme].kind).precision
 
     def _engine_options(self, cell: Cell) -> dict[str, Any]:
-        """``prepare`` options of a backend variant: INT8 with reduced-precision float layers."""
-        from qdqbench.backends import split_backend
+        """``prepare`` options of the cell's engine variant (``qdqbench.backends.engine_request``)."""
+        from qdqbench.backends import engine_request
 
-        variant = split_backend(cell.backend)[1]
-        if variant and self.suite.schemes[cell.scheme].kind != "fp32":
-            return {"float_precision": variant}
-        return {}
+        return dict(engine_request(cell.backend, self.suite.schemes[cell.scheme].kind).options)
 
     def _engine_outputs(self, cell: Cell, data: TaskData) -> tuple[np.ndarray, Any]:
         from qdqbench.backends import get_backend
@@ -766,7 +863,7 @@ class Runner:
             precision = self._engine_precision(cell)
             options = self._engine_options(cell)
         inputs = self.run_dir / "artifacts" / "inputs" / f"{cell.model}-{cell.task}-b{cell.batch}s{cell.seq}.npz"
-        if not inputs.exists():
+        if not _npz_readable(inputs):
             inputs.parent.mkdir(parents=True, exist_ok=True)
             feeds = timing_feeds(data.tokenizer, data.texts, cell.batch, cell.seq)
             save_atomic(inputs, lambda fh: np.savez(fh, **feeds))
@@ -829,6 +926,27 @@ def save_atomic(path: Path, write: Callable[[Any], None]) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _load_npy(path: Path) -> np.ndarray | None:
+    """A saved output array, or None when it is unreadable (then it is recomputed, not trusted)."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+
+
+def _npz_readable(path: Path) -> bool:
+    """True when ``path`` is a complete ``.npz`` (a damaged one is rebuilt before timing)."""
+    import zipfile
+
+    if not path.is_file():
+        return False
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return all(npz[name].size >= 0 for name in npz.files) and bool(npz.files)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return False
 
 
 @dataclass

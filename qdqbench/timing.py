@@ -276,6 +276,18 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL a worker's process group and reap it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.communicate(timeout=30)
+    except (subprocess.TimeoutExpired, OSError, ValueError):
+        pass
+
+
 def measure_in_subprocess(backend: str, artifact: Path, precision: str, feeds_npz: Path,
                           settings: TimingSettings, *, threads: int | None,
                           timeout_s: float = 600, options: dict[str, Any] | None = None,
@@ -291,23 +303,26 @@ def measure_in_subprocess(backend: str, artifact: Path, precision: str, feeds_np
         out = Path(tmp) / "result.json"
         cmd = [sys.executable, "-m", "qdqbench.backends.worker", "--backend", backend,
                "--artifact", str(artifact), "--precision", precision, "--feeds", str(feeds_npz),
-               "--settings", json.dumps(settings.to_dict()), "--out", str(out)]
+               "--settings", json.dumps(settings.to_dict()), "--out", str(out),
+               "--parent-pid", str(os.getpid())]
         if threads is not None:
             cmd += ["--threads", str(threads)]
         if options:
             cmd += ["--options", json.dumps(options)]
-        # Own session (process group) so a timeout kills the worker and any children it spawned.
+        # Own session (process group) so a timeout kills the worker and any children it spawned;
+        # the terminal's Ctrl-C reaches only this process, which then kills the group itself. A
+        # worker whose parent dies (even by SIGKILL) is killed by the kernel (--parent-pid).
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=thread_env(threads), start_new_session=True)
         try:
             _, stderr = proc.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.communicate()
-            raise BackendError(f"{backend} worker timed out after {timeout_s:g} s on {artifact}")
+            _kill_group(proc)
+            raise BackendError(f"{backend} worker timed out after {timeout_s:g} s on {artifact}") from None
+        except BaseException:
+            # SIGINT / SIGTERM / an error here: no worker outlives the cell that started it.
+            _kill_group(proc)
+            raise
         result = None
         if out.exists():
             try:

@@ -106,3 +106,16 @@ def test_bad_shard_and_gate_are_input_errors(tiny_suite, capsys):
     assert main(["run", str(tiny_suite), "--fail-on", "acuracy-drop>1%"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "did you mean" in err[0]
+
+
+def test_readme_exit_code_table_matches_the_cli():
+    """README's exit-code table lists exactly the codes the CLI returns (one list: EXIT_CODES)."""
+    import re
+
+    from qdqbench.cli import EXIT_CODES
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("Exit codes (the same for every command"):]
+    table = table[: table.index("\n\n", table.index("| code |"))]
+    documented = {int(c) for row in table.splitlines()[2:] for c in re.findall(r"`(\d+)`", row.split("|")[1])}
+    assert documented == set(EXIT_CODES)

@@ -222,7 +222,9 @@ def test_interrupt_keeps_results_and_says_how_to_resume(tiny_suite, tmp_path, mo
     summary = Runner(suite, tmp_path / "run", show_progress=False).run()
     assert summary.interrupted and summary.exit_code == 130
     assert len(ResultStore(tmp_path / "run" / "results.jsonl").read()) == 2
-    assert json.loads((tmp_path / "run" / "run.json").read_text())["finished_at"]
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    # An interrupted run is not finished: merge and readers must see it as incomplete.
+    assert info["state"] == "interrupted" and info["finished_at"] is None
 
 
 def test_squad_runs_end_to_end_on_a_tiny_qa_model(tiny_checkpoint, tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import zipfile
 from pathlib import Path
@@ -33,7 +34,31 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--options", default="{}",
                    help="extra keyword arguments for the backend's prepare(), as a JSON object")
     p.add_argument("--out", default="-", help="where to write the JSON result ('-' = stdout)")
+    p.add_argument("--parent-pid", type=int, default=None,
+                   help="exit when this process dies (Linux: the kernel kills the worker with it)")
     return p
+
+
+def die_with_parent(parent_pid: int | None) -> None:
+    """Never outlive the run that started this worker, even when the run is SIGKILLed.
+
+    Linux's PR_SET_PDEATHSIG makes the kernel send SIGKILL when the parent exits; the check of
+    the current parent afterwards covers a parent that died before the call. Elsewhere only the
+    check runs (the parent kills the worker's group on every exit it can see).
+    """
+    if parent_pid is None:
+        return
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:
+        os._exit(1)
 
 
 def _write(out: str, data: dict[str, Any]) -> None:
@@ -84,6 +109,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; exit status 0 on success, 1 with a one-line error otherwise."""
     args = _parser().parse_args(argv)
+    die_with_parent(args.parent_pid)
     from qdqbench.backends.base import one_line
     from qdqbench.errors import QdqbenchError
 
