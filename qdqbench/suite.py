@@ -9,6 +9,7 @@ the network or imports torch, so ``qdqbench ls`` and ``validate`` stay fast.
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -24,8 +25,27 @@ CALIBRATION_METHODS = ("max", "entropy", "percentile", "mse")
 TASK_KINDS = ("glue", "squad", "embedding-fidelity")
 
 
+# Suite, model, task and scheme names become path components (the run folder, artifacts/<model>/
+# <task>/<scheme>/) and parts of "/"-joined cell ids, so each must be one harmless component:
+# no separators, no "..", no leading dot (hidden) or dash (read as an option), no spaces or ":".
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
+SAFE_NAME_RULE = "letters, digits, '.', '_', '-', '+'; starting with a letter or digit; at most 100 characters"
+
+
+def _safe_name(name: str) -> str:
+    # fullmatch, not "^...$": "$" would also accept a trailing newline.
+    if not SAFE_NAME.fullmatch(name):
+        raise ValueError(f"{name!r} is not a safe name ({SAFE_NAME_RULE})")
+    return name
+
+
+SafeName = Annotated[str, AfterValidator(_safe_name)]
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No inf or nan anywhere: a non-finite duration, bound or rate makes no sense, and JSON (the
+    # stored suite.json a resume reads back) cannot hold them.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelSpec(_Strict):
@@ -217,6 +237,14 @@ class TimingSpec(_Strict):
     best_fp32: bool = True
     torch: TorchTimingSpec | None = None  # set to time the torch model too (off by default)
 
+    @model_validator(mode="after")
+    def _durations(self) -> "TimingSpec":
+        # The cap wins in timing.py, so a minimum above it would silently never be reached.
+        if self.min_duration_s > self.max_duration_s:
+            raise ValueError(f"min_duration_s ({self.min_duration_s:g}) is longer than "
+                             f"max_duration_s ({self.max_duration_s:g})")
+        return self
+
 
 class OutputSpec(_Strict):
     """Where run folders go."""
@@ -238,11 +266,11 @@ def _backend_name(name: str) -> str:
 class Suite(_Strict):
     """A validated suite: the model × task × scheme × backend × shape matrix and its settings."""
 
-    name: str
+    name: SafeName
     description: str = ""
-    models: dict[str, ModelSpec] = Field(min_length=1)
-    tasks: dict[str, TaskSpec] = Field(min_length=1)
-    schemes: dict[str, SchemeSpec] = Field(min_length=1)
+    models: dict[SafeName, ModelSpec] = Field(min_length=1)
+    tasks: dict[SafeName, TaskSpec] = Field(min_length=1)
+    schemes: dict[SafeName, SchemeSpec] = Field(min_length=1)
     # Engines by name; "openvino@bf16", "tensorrt@fp16" (…) run an engine with reduced-precision
     # float layers (qdqbench.backends.FLOAT_VARIANTS).
     backends: list[Annotated[str, AfterValidator(_backend_name)]] = Field(
@@ -258,6 +286,18 @@ class Suite(_Strict):
     def _backends_once(cls, v: list[str]) -> list[str]:
         if len(set(v)) != len(v):
             raise ValueError("a backend is listed twice")
+        return v
+
+    @field_validator("models", "tasks", "schemes")
+    @classmethod
+    def _distinct_folders(cls, v: dict[str, Any]) -> dict[str, Any]:
+        # Keys that differ only in case would share one artifacts folder on macOS and Windows.
+        seen: dict[str, str] = {}
+        for k in v:
+            if k.lower() in seen:
+                raise ValueError(f"keys '{seen[k.lower()]}' and '{k}' differ only in case "
+                                 "(they would share a folder on case-insensitive file systems)")
+            seen[k.lower()] = k
         return v
 
     @model_validator(mode="after")
@@ -389,7 +429,10 @@ def _messages(exc: ValidationError, where: str) -> list[str]:
     out = []
     for err in exc.errors():
         loc = tuple(err["loc"])
-        key = _format_loc(loc)
+        # A bad dict key (models/tasks/schemes) is reported at its section: "models: key '../x' ...",
+        # not "models.../x.[key]".
+        is_key = len(loc) >= 2 and loc[-1] == "[key]"
+        key = _format_loc(loc[:-2] if is_key else loc)
         if err["type"] == "extra_forbidden":
             owner = _model_at(loc)
             hint = did_you_mean(str(loc[-1]), _known_keys(owner)) if owner else ""
@@ -400,6 +443,9 @@ def _messages(exc: ValidationError, where: str) -> list[str]:
             msg = msg[len("Value error, "):]
         if err["type"] == "literal_error":
             msg = f"{msg}, got {err.get('input')!r}{_literal_hint(err)}"
+        if is_key:
+            bad = repr(err.get("input"))
+            msg = f"key {msg}" if msg.startswith(bad) else f"key {bad}: {msg}"
         if key:
             out.append(f"{where}: {key}: {msg}")
         else:
@@ -437,7 +483,16 @@ def load_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise SuiteError(f"{path}: suite file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SuiteError(f"{path}: cannot read the suite file: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise SuiteError(f"{path}: line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the suite as UTF-8") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

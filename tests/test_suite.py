@@ -206,3 +206,96 @@ def test_relative_paths_resolve_against_the_suite_file(tmp_path):
 def test_shipped_suites_validate(name):
     suite = load_suite(REPO / "suites" / name)
     assert expand(suite)
+
+
+# -- names that become paths and cell ids ------------------------------------------------------
+
+BAD_NAMES = ["../../escaped", "a/b", "a\\b", ".hidden", "x y", "-rf", "c:d", "", "x\n", "nul\0", "a" * 101]
+
+
+def _renamed(section: str, new: str) -> dict:
+    """BASE with one key of ``section`` renamed (references to it follow)."""
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    if section == "name":
+        data["name"] = new
+    elif section == "models":
+        data["models"] = {new: data["models"]["m"]}
+    elif section == "tasks":
+        data["tasks"] = {new: {"name": "sst2"}}
+        data["models"]["m"]["tasks"] = [new]
+    else:
+        data["schemes"] = {"fp32": {"kind": "fp32"}, new: {}}
+    return data
+
+
+@pytest.mark.parametrize("section", ["name", "models", "tasks", "schemes"])
+@pytest.mark.parametrize("bad", BAD_NAMES)
+def test_names_must_be_one_safe_path_component(section, bad):
+    msgs = _errors(_renamed(section, bad))
+    where = "name:" if section == "name" else f"{section}: key"
+    expected = f"s.yaml: {where} {bad!r} is not a safe name (letters, digits, '.', '_', '-', '+';"
+    assert any(m.startswith(expected) for m in msgs), msgs
+
+
+def test_escaping_suite_name_names_the_file_and_key(tmp_path):
+    p = tmp_path / "x.yaml"
+    p.write_text(yaml.safe_dump(_renamed("name", "../../escaped")), encoding="utf-8")
+    with pytest.raises(SuiteValidationError) as info:
+        load_suite(p)
+    (msg,) = info.value.problems
+    assert msg.startswith(f"{p}: name: '../../escaped' is not a safe name (letters, digits, '.', '_', '-', '+'")
+
+
+@pytest.mark.parametrize("section", ["name", "models", "tasks", "schemes"])
+def test_names_with_dots_dashes_underscores_and_plus_are_fine(section):
+    good = "Bert-base_v1.2+int8"
+    suite = parse_suite(_renamed(section, good))
+    assert good in ({suite.name} | set(suite.models) | set(suite.tasks) | set(suite.schemes))
+
+
+def test_keys_differing_only_in_case_are_refused():
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["schemes"]["INT8"] = {}
+    (msg,) = _errors(data)
+    assert msg == ("s.yaml: schemes: keys 'int8' and 'INT8' differ only in case "
+                   "(they would share a folder on case-insensitive file systems)")
+
+
+# -- timing and bounds must be finite ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("section, key, text", [
+    ("timing", "min_duration_s", ".inf"),
+    ("timing", "max_duration_s", ".nan"),
+    ("timing", "max_duration_s", ".inf"),
+    ("timing", "warmup_s", ".inf"),
+    ("timing", "warmup_s", "-.inf"),
+    ("accuracy", "bound", ".inf"),
+    ("accuracy", "bound", ".nan"),
+])
+def test_non_finite_values_are_refused(tmp_path, section, key, text):
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump(BASE) + f"{section}: {{{key}: {text}}}\n", encoding="utf-8")
+    with pytest.raises(SuiteValidationError) as info:
+        load_suite(p)
+    (msg,) = info.value.problems
+    assert msg == f"{p}: {section}.{key}: Input should be a finite number"
+
+
+def test_durations_must_be_positive_and_ordered():
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["timing"] = {"max_duration_s": 0}
+    (msg,) = _errors(data)
+    assert msg == "s.yaml: timing.max_duration_s: Input should be greater than 0"
+    data["timing"] = {"min_duration_s": 90, "max_duration_s": 60}
+    (msg,) = _errors(data)
+    assert msg == "s.yaml: timing: min_duration_s (90) is longer than max_duration_s (60)"
+    data["timing"] = {"warmup_s": 0, "min_duration_s": 0, "max_duration_s": 0.5}
+    assert parse_suite(data).timing.min_duration_s == 0
+
+
+def test_shapes_must_be_finite_positive_integers():
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["shapes"] = {"seq": [128, float("inf")]}
+    (msg,) = _errors(data)
+    assert msg == "s.yaml: shapes.seq[1]: Input should be a finite number"

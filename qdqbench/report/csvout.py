@@ -6,12 +6,18 @@ units (scores, drops and ratios as fractions, latencies in ms, throughput in seq
 nothing is lost to rounding; booleans are ``true``/``false`` and a missing value is empty.
 The views get long-format files (one line per scheme × engine, per point, per quantizer, ...),
 which is what a script or a pivot table wants.
+
+Text cells that a spreadsheet would run as a formula (starting with ``=``, ``+``, ``-``, ``@``, a
+tab or a carriage return: an error message, a step name, any free text from a run) get a leading
+single quote, as OWASP advises against CSV injection. Numbers are never quoted: -0.5 stays -0.5.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import numbers
+import re
 from typing import Any, Mapping, Sequence
 
 from qdqbench.report.rows import Report
@@ -84,12 +90,28 @@ PART_COST_COLUMNS = (
 _ATTR = {"peer": "is_peer"}
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# A text that is only a number ("-0.5", "+3e-2") evaluates to itself, never to a formula.
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
 def _cell(x: Any) -> str:
     if x is None:
         return ""
     if isinstance(x, bool):
         return "true" if x else "false"
-    return str(x)  # str(float) is repr: shortest round-tripping form
+    if isinstance(x, numbers.Number):  # also numpy scalars
+        return str(x)  # str(float) is repr: shortest round-tripping form
+    return _text(str(x))
+
+
+def _text(s: str) -> str:
+    """``s`` made inert for spreadsheets: a leading quote on anything that would start a formula."""
+    if s.startswith(_FORMULA_START) and not _NUMBER.fullmatch(s):
+        s = "'" + s
+    # csv.writer quotes a field only for the characters of its "\n" line terminator, so a bare
+    # CR would be written unquoted and end the row early in a spreadsheet: write it as "\n".
+    return s.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _csv(columns: Sequence[str], rows: Sequence[Any]) -> str:

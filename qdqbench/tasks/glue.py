@@ -161,36 +161,53 @@ class GlueTask:
         """Examples of a GLUE TSV file, checking its header and every row's field count."""
         layout = self.tsv
         # utf-8-sig drops the byte-order mark that starts MRPC's header ("\ufeffQuality").
-        with open(path, encoding="utf-8-sig", newline="") as handle:
-            reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-            header = list(layout.columns) if layout.columns else next(reader, None)
-            if header is None:
-                raise TaskError(f"{path} is empty; expected a header row")
-            position = {name: i for i, name in enumerate(header)}
-            wanted = [c for c in (layout.text_a, layout.text_b, layout.label) if c is not None]
-            missing = [c for c in wanted if c not in position]
-            if missing:
+        # The text is decoded while csv reads it: a bad byte surfaces as UnicodeDecodeError
+        # somewhere in a buffer, located afterwards by _not_utf8.
+        try:
+            with open(path, encoding="utf-8-sig", newline="") as handle:
+                reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+                examples = self._tsv_examples(reader, path, split)
+        except UnicodeDecodeError:
+            raise _not_utf8(path) from None
+        except csv.Error as exc:
+            raise TaskError(f"{path}:{reader.line_num}: {exc}") from None
+        if not examples:
+            # Scoring nothing would fail later with an IndexError far from the cause.
+            raise TaskError(f"{path} has no examples" if layout.columns
+                            else f"{path} has a header but no examples")
+        return examples
+
+    def _tsv_examples(self, reader, path: Path, split: str) -> list[TextExample]:
+        """The rows of an open TSV ``reader`` as examples (header first unless the layout names columns)."""
+        layout = self.tsv
+        header = list(layout.columns) if layout.columns else next(reader, None)
+        if header is None:
+            raise TaskError(f"{path} is empty; expected a header row")
+        position = {name: i for i, name in enumerate(header)}
+        wanted = [c for c in (layout.text_a, layout.text_b, layout.label) if c is not None]
+        missing = [c for c in wanted if c not in position]
+        if missing:
+            raise TaskError(
+                f"{path}: no column {', '.join(missing)} for task {self.name} "
+                f"(header: {header})"
+            )
+        examples = []
+        for row in reader:
+            if not row:  # a blank line, e.g. after the last row
+                continue
+            where = f"{path}:{reader.line_num}"
+            if len(row) != len(header):
                 raise TaskError(
-                    f"{path}: no column {', '.join(missing)} for task {self.name} "
-                    f"(header: {header})"
+                    f"{where}: {len(row)} tab-separated fields, expected {len(header)}"
                 )
-            examples = []
-            for row in reader:
-                if not row:  # a blank line, e.g. after the last row
-                    continue
-                where = f"{path}:{reader.line_num}"
-                if len(row) != len(header):
-                    raise TaskError(
-                        f"{where}: {len(row)} tab-separated fields, expected {len(header)}"
-                    )
-                examples.append(
-                    TextExample(
-                        text_a=row[position[layout.text_a]],
-                        text_b=row[position[layout.text_b]] if layout.text_b else None,
-                        label=self._label(row[position[layout.label]], where),
-                        guid=f"{self.name}-{split}-{len(examples)}",
-                    )
+            examples.append(
+                TextExample(
+                    text_a=row[position[layout.text_a]],
+                    text_b=row[position[layout.text_b]] if layout.text_b else None,
+                    label=self._label(row[position[layout.label]], where),
+                    guid=f"{self.name}-{split}-{len(examples)}",
                 )
+            )
         return examples
 
     def _from_records(
@@ -220,6 +237,8 @@ class GlueTask:
                     guid=f"{self.name}-{split}-{i}",
                 )
             )
+        if not examples:
+            raise TaskError(f"{source} has no examples")
         return examples
 
     def _load_hub(self, split: str) -> list[TextExample]:
@@ -252,18 +271,45 @@ def _hub_split(split: str) -> str:
 
 def _csv_records(path: Path) -> list[dict[str, Any]]:
     """Rows of a CSV exported from a Hub dataset (``Dataset.to_csv``: header, standard quoting)."""
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        reader = csv.DictReader(handle)
-        rows = []
-        for row in reader:
-            # DictReader pads short rows with None and collects extra fields under the key None.
-            if None in row or None in row.values():
-                raise TaskError(
-                    f"{path}:{reader.line_num}: field count differs from the header "
-                    f"{reader.fieldnames}"
-                )
-            rows.append(row)
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            reader = csv.DictReader(handle)
+            rows = []
+            for row in reader:
+                # DictReader pads short rows with None and collects extra fields under the key None.
+                if None in row or None in row.values():
+                    raise TaskError(
+                        f"{path}:{reader.line_num}: field count differs from the header "
+                        f"{reader.fieldnames}"
+                    )
+                rows.append(row)
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
+    except csv.Error as exc:  # e.g. a field over csv.field_size_limit, an unterminated quote
+        raise TaskError(f"{path}:{reader.line_num}: {exc}") from None
+    if not rows:
+        raise TaskError(f"{path} is empty; expected a header row" if reader.fieldnames is None
+                        else f"{path} has a header but no examples")
     return rows
+
+
+def _not_utf8(path: Path) -> TaskError:
+    """TaskError naming the line and byte offset of the first byte of ``path`` that is not UTF-8."""
+    offset = 0
+    # Line by line in binary: b"\n" never occurs inside a UTF-8 sequence, so each line decodes
+    # on its own and the failing one is exact.
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                at = offset + exc.start
+                return TaskError(
+                    f"{path}:{number}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at byte offset {at}); "
+                    "save the file as UTF-8"
+                )
+            offset += len(raw)
+    return TaskError(f"{path}: not UTF-8 text; save the file as UTF-8")
 
 
 def _parquet_records(path: Path) -> list[dict[str, Any]]:

@@ -226,6 +226,51 @@ def test_blank_trailing_line_and_crlf(tmp_path):
     assert [(e.text_a, e.label) for e in examples] == [("good ", 1), ("bad ", 0)]
 
 
+def test_header_only_tsv_is_a_task_error_naming_the_file(tmp_path):
+    path = _write(tmp_path, "SST-2/dev.tsv", "sentence\tlabel\n\n")
+    with pytest.raises(TaskError) as info:
+        get_task("sst2").load("dev", tmp_path)
+    assert str(info.value) == f"{path} has a header but no examples"
+    # CoLA's files have no header row: an empty one has no examples at all.
+    path = _write(tmp_path, "CoLA/dev.tsv", "")
+    with pytest.raises(TaskError) as info:
+        get_task("cola").load("dev", tmp_path)
+    assert str(info.value) == f"{path} has no examples"
+
+
+def test_non_utf8_tsv_names_file_line_and_byte_offset(tmp_path):
+    path = tmp_path / "SST-2" / "train.tsv"
+    path.parent.mkdir()
+    # Latin-1 "café" on line 3, after 15 + 7 bytes of lines 1 and 2 and the 3 bytes of "caf".
+    path.write_bytes(b"sentence\tlabel\ngood\t1\ncaf\xe9 bad\t0\n")
+    with pytest.raises(TaskError) as info:
+        get_task("sst2").load("train", tmp_path)
+    assert str(info.value) == (f"{path}:3: not UTF-8 text (byte 0xe9 at byte offset 25); "
+                               "save the file as UTF-8")
+
+
+def test_non_utf8_far_into_a_large_tsv_names_the_right_line(tmp_path):
+    # Far beyond the first read buffer, so the line comes from the bytes, not from csv's count.
+    path = tmp_path / "SST-2" / "dev.tsv"
+    path.parent.mkdir()
+    rows = b"".join(b"a fine movie %d\t1\n" % i for i in range(5000))
+    path.write_bytes(b"sentence\tlabel\n" + rows + b"bad \xff\xfe\t0\n")
+    with pytest.raises(TaskError, match=rf"dev\.tsv:5002: not UTF-8 text \(byte 0xff at byte offset "
+                                        rf"{15 + len(rows) + 4}\)"):
+        get_task("sst2").load("dev", tmp_path)
+
+
+def test_header_only_and_non_utf8_hub_csv_exports(tmp_path):
+    path = _write(tmp_path, "mrpc/validation.csv", "sentence1,sentence2,label,idx\n")
+    with pytest.raises(TaskError) as info:
+        get_task("mrpc").load("dev", tmp_path)
+    assert str(info.value) == f"{path} has a header but no examples"
+    path = tmp_path / "mrpc" / "train.csv"
+    path.write_bytes(b"sentence1,sentence2,label,idx\na,b,1,0\n\xff,b,0,1\n")
+    with pytest.raises(TaskError, match=r"train\.csv:3: not UTF-8 text \(byte 0xff at byte offset 38\)"):
+        get_task("mrpc").load("train", tmp_path)
+
+
 # -- Hub exports and the Hub itself ------------------------------------------------------------
 
 
