@@ -21,7 +21,12 @@ backend's latency deltas incomparable. The report says so, and gates skip those 
 
 ``qdqbench compare BASE CAND [--out DIR] [--fail-on EXPR ...] [--force]`` writes compare.html
 (self-contained), compare.md and compare.json into DIR (default: CAND) and exits 0 (gates pass),
-1 (a gate failed), 2 (bad input) or 3 (no gate failed, but CAND has failed cells).
+1 (a gate failed), 2 (bad input, or nothing comparable) or 3 (no gate failed, but CAND has failed
+cells). Nothing comparable is never a pass: two runs with no cell id in common exit 2 ("nothing
+comparable", naming both folders and their cell counts), with or without gates, and so does a gate
+checked on 0 cells ("nothing comparable for gate X": no cell of the kind it needs, or every such
+cell skipped) unless another gate failed (then 1). Lines of ``results.jsonl`` that could not be
+read are warned about on stderr and listed at the top of compare.html / compare.md.
 """
 
 from __future__ import annotations
@@ -34,8 +39,22 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from qdqbench.errors import QdqbenchError
-from qdqbench.gates import GateOutcome, add_fail_on_argument, check_compare_gates, parse_gates
-from qdqbench.results import Metric, Record, load_records, load_run_info
+from qdqbench.gates import (
+    GateOutcome,
+    add_fail_on_argument,
+    check_compare_gates,
+    format_outcomes,
+    parse_gates,
+)
+from qdqbench.results import (
+    Metric,
+    Record,
+    SkippedLine,
+    load_records,
+    load_run_info,
+    warn_skipped,
+    write_text_atomic,
+)
 
 EXIT_OK, EXIT_GATE, EXIT_INPUT, EXIT_CELLS = 0, 1, 2, 3
 
@@ -171,6 +190,30 @@ class Comparison:
     only_cand: tuple[Record, ...]
     environment: tuple[EnvDifference, ...]
     force: bool = False
+    base_dir: Path | None = None  # the run folders, when loaded from disk
+    cand_dir: Path | None = None
+    skipped_lines: tuple[SkippedLine, ...] = ()  # lines of either results.jsonl that were not read
+
+    def nothing_comparable(self) -> str | None:
+        """Why the two runs cannot be compared at all (no cell id in both), or None."""
+        if self.cells:
+            return None
+        base = str(self.base_dir) if self.base_dir is not None else self.base_name
+        cand = str(self.cand_dir) if self.cand_dir is not None else self.cand_name
+        return (f"nothing comparable: no cell is in both runs (BASE {base}: "
+                f"{_cells(len(self.base_records))}; CAND {cand}: {_cells(len(self.cand_records))})")
+
+    def partial_runs(self) -> list[str]:
+        """One line per side that is a partial merge (``merge --partial``): it lacks shards."""
+        out = []
+        for side, info in (("BASE", self.base_info), ("CAND", self.cand_info)):
+            p = info.get("partial")
+            if p is None:
+                continue
+            reasons = p.get("reasons") if isinstance(p, Mapping) else None
+            why = "; ".join(str(r) for r in reasons) if isinstance(reasons, list) and reasons else "shards missing"
+            out.append(f"{side} is a partial merge ({why}): the cells it lacks are not compared")
+        return out
 
     def latency_incomparable(self, backend: str) -> str | None:
         """Why latency on ``backend`` cannot be compared between the runs, or None."""
@@ -200,6 +243,10 @@ class Comparison:
     def cand_failed(self) -> list[Record]:
         """CAND's failed cells."""
         return [r for r in self.cand_records if r.status == "failed"]
+
+
+def _cells(n: int) -> str:
+    return f"{n} cell{'' if n == 1 else 's'}"
 
 
 def _ci(m: Metric | None) -> tuple[float, float] | None:
@@ -302,7 +349,9 @@ def environment_differences(base_info: Mapping[str, Any], cand_info: Mapping[str
 
 def build_comparison(base_records: Iterable[Record], base_info: Mapping[str, Any],
                      cand_records: Iterable[Record], cand_info: Mapping[str, Any], *,
-                     base_name: str = "BASE", cand_name: str = "CAND", force: bool = False) -> Comparison:
+                     base_name: str = "BASE", cand_name: str = "CAND", force: bool = False,
+                     base_dir: Path | None = None, cand_dir: Path | None = None,
+                     skipped_lines: Sequence[SkippedLine] = ()) -> Comparison:
     """Match two runs' records by cell id and compute every delta."""
     base, cand = list(base_records), list(cand_records)
     base_by = {r.cell: r for r in base}
@@ -318,6 +367,7 @@ def build_comparison(base_records: Iterable[Record], base_info: Mapping[str, Any
         only_base=tuple(r for r in base if r.cell not in cand_by),
         only_cand=tuple(r for r in cand if r.cell not in base_by),
         environment=tuple(environment_differences(base_info, cand_info)), force=force,
+        base_dir=base_dir, cand_dir=cand_dir, skipped_lines=tuple(skipped_lines),
     )
 
 
@@ -329,15 +379,20 @@ def _check_run_dir(path: Path, side: str) -> None:
 
 
 def compare_runs(base_dir: Path, cand_dir: Path, *, force: bool = False) -> Comparison:
-    """Load two run folders and compare them."""
+    """Load two run folders and compare them; unreadable result lines are warned about on stderr."""
     base_dir, cand_dir = Path(base_dir), Path(cand_dir)
     _check_run_dir(base_dir, "BASE")
     _check_run_dir(cand_dir, "CAND")
     base_info, cand_info = load_run_info(base_dir), load_run_info(cand_dir)
+    skipped: list[SkippedLine] = []
+    base_records = load_records(base_dir, on_skip=skipped.extend)
+    cand_records = load_records(cand_dir, on_skip=skipped.extend)
+    warn_skipped(skipped)
     return build_comparison(
-        load_records(base_dir), base_info, load_records(cand_dir), cand_info,
+        base_records, base_info, cand_records, cand_info,
         base_name=str(base_info.get("run_id") or base_dir.name),
         cand_name=str(cand_info.get("run_id") or cand_dir.name), force=force,
+        base_dir=base_dir, cand_dir=cand_dir, skipped_lines=skipped,
     )
 
 
@@ -355,8 +410,10 @@ def _gate_json(o: GateOutcome) -> dict[str, Any]:
     def items(fs):
         return [{"cell": f.cell, "message": f.message} for f in fs]
 
-    return {"gate": o.gate.text, "description": o.gate.describe(), "passed": o.passed,
-            "checked": o.checked, "failures": items(o.failures), "skipped": items(o.skipped),
+    return {"gate": o.gate.text, "description": o.gate.describe(), "status": o.status,
+            "passed": o.passed, "checked": o.checked,
+            "not_checked_reason": o.why_not_checked() if o.not_checked else None,
+            "failures": items(o.failures), "skipped": items(o.skipped),
             "within_noise": items(o.within_noise)}
 
 
@@ -381,13 +438,17 @@ def summary_json(c: Comparison, outcomes: Sequence[GateOutcome] = ()) -> dict[st
                          "relative": _finite(m.relative), "direction": m.direction,
                          "significant": m.significant} for m in cd.metrics],
         })
-    failed_gates = [o for o in outcomes if not o.passed]
+    nothing = c.nothing_comparable()
     return {
         "schema_version": 1,
         "base": side(c.base_name, c.base_info, c.base_records),
         "cand": side(c.cand_name, c.cand_info, c.cand_records),
-        "passed": not failed_gates,
+        # Not a pass when nothing was comparable, or a gate was checked on 0 cells.
+        "passed": nothing is None and all(o.passed for o in outcomes),
+        "nothing_comparable": nothing,
+        "partial_runs": c.partial_runs(),
         "gates": [_gate_json(o) for o in outcomes],
+        "skipped_lines": [{"path": str(s.path), "line": s.line, "reason": s.reason} for s in c.skipped_lines],
         "forced": c.force,
         "environment": [{"key": d.key, "base": d.base, "cand": d.cand, "affects_latency": list(d.affects)}
                         for d in c.environment],
@@ -414,9 +475,7 @@ def write_comparison(c: Comparison, outcomes: Sequence[GateOutcome], out_dir: Pa
     paths = []
     for name, text in files.items():
         path = out_dir / name
-        tmp = path.with_name(name + ".tmp")
-        tmp.write_text(text, encoding="utf-8", newline="")
-        tmp.replace(path)
+        write_text_atomic(path, text)
         paths.append(path)
     return paths
 
@@ -430,7 +489,8 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "compare", help="compare two run folders: deltas, significance, environment, gates",
         description="Compare CAND against BASE cell by cell. Exit codes: 0 gates pass, 1 a gate "
-                    "failed, 2 bad input, 3 no gate failed but CAND has failed cells.")
+                    "failed, 2 bad input or nothing comparable (no cell in both runs, or a gate "
+                    "checked on 0 cells), 3 no gate failed but CAND has failed cells.")
     p.add_argument("base", type=Path, metavar="BASE", help="the reference run folder")
     p.add_argument("cand", type=Path, metavar="CAND", help="the candidate run folder")
     p.add_argument("--out", type=Path, metavar="DIR", help="where to write compare.html/.md/.json (default: CAND)")
@@ -448,22 +508,26 @@ def run(args) -> int:
     err = sys.stderr
     print(f"compared {len(c.cells)} matched cells ({len(c.only_base)} only in BASE, "
           f"{len(c.only_cand)} only in CAND)", file=err)
+    for line in c.partial_runs():
+        print(f"warning: {line}", file=err)
     for backend, reason in c.incomparable_backends.items():
         action = "gated anyway (--force)" if c.force else "not gated"
         print(f"warning: {backend} latency not comparable: {reason}; {action}", file=err)
-    for o in outcomes:
-        for f in o.failures:
-            print(f"gate failed: {f}", file=err)
-        if o.skipped:
-            print(f"note: {o.gate.text}: {len(o.skipped)} cells not checked "
-                  f"(first: {o.skipped[0].cell}: {o.skipped[0].message})", file=err)
-        if o.within_noise:
-            print(f"note: {o.gate.text}: {len(o.within_noise)} cells past the limit but within "
-                  "the runs' spread", file=err)
+    for line in format_outcomes(outcomes):
+        print(line, file=err)
     for p in paths:
         print(p)
-    if any(not o.passed for o in outcomes):
+    nothing = c.nothing_comparable()
+    if nothing is not None:  # before gates: over no common cell, no verdict means anything
+        print(f"error: compare: {nothing}", file=err)
+        return EXIT_INPUT
+    if any(o.status == "failed" for o in outcomes):
         return EXIT_GATE
+    unchecked = [o for o in outcomes if o.not_checked]
+    if unchecked:
+        for o in unchecked:
+            print(f"error: compare: nothing comparable for gate {o.gate.text}: {o.why_not_checked()}", file=err)
+        return EXIT_INPUT
     if c.cand_failed:
         print(f"{len(c.cand_failed)} cells failed in CAND", file=err)
         return EXIT_CELLS

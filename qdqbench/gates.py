@@ -20,6 +20,14 @@ size alone, because both runs score the same fixed examples, so a changed score 
 predictions, not sampling noise (the report still shows whether the confidence intervals
 overlap). Expressions are never evaluated as code; a bad one is a one-line error with a
 did-you-mean.
+
+A gate checked on no cell at all is **not a pass**: every ``GateOutcome`` is ``passed`` (checked
+on at least one cell, nothing over the limit), ``failed`` or ``not-checked`` (checked on 0 cells:
+nothing in the run(s) it applies to, or every such cell skipped). ``qdqbench run`` counts a
+not-checked gate as a failed one (``check_gates`` records the failure "checked on 0 cells", so
+the run exits 1); ``qdqbench compare`` keeps it apart and exits 2, "nothing comparable for gate
+X". ``format_outcomes`` gives the lines both commands print, each saying how many cells the gate
+was checked on.
 """
 
 from __future__ import annotations
@@ -142,20 +150,96 @@ class GateFailure:
         return f"{self.gate}: {where}{self.message}"
 
 
+GateStatus = Literal["passed", "failed", "not-checked"]
+
+
 @dataclass
 class GateOutcome:
-    """A gate and what checking it found: failures, cells it could not check, noise."""
+    """A gate and what checking it found: failures, cells it could not check, noise.
+
+    ``status`` is ``failed`` when a cell (or the run) is over the limit, ``not-checked`` when the
+    gate was checked on 0 cells (``unchecked_reason`` says why), else ``passed``. Only ``passed``
+    is a pass.
+    """
 
     gate: Gate
-    checked: int = 0  # cells (or runs) the gate was checked on
+    checked: int = 0  # cells the gate was checked on
     failures: list[GateFailure] = field(default_factory=list)
     skipped: list[GateFailure] = field(default_factory=list)  # could not be checked, and why
     within_noise: list[GateFailure] = field(default_factory=list)  # past the limit, not significant
+    unchecked_reason: str | None = None  # why nothing could be checked (set when checked == 0)
+
+    @property
+    def status(self) -> GateStatus:
+        """'failed' (any failure), 'not-checked' (checked on 0 cells) or 'passed'."""
+        if self.failures:
+            return "failed"
+        if self.checked == 0:
+            return "not-checked"
+        return "passed"
 
     @property
     def passed(self) -> bool:
-        """No failures (skipped cells do not fail a gate; they are reported)."""
-        return not self.failures
+        """Checked on at least one cell and nothing failed (skipped cells are reported, not failed)."""
+        return self.status == "passed"
+
+    @property
+    def not_checked(self) -> bool:
+        """Checked on 0 cells: the gate says nothing about these runs."""
+        return self.status == "not-checked"
+
+    def why_not_checked(self) -> str:
+        """Why the gate was checked on 0 cells, in words."""
+        if self.unchecked_reason:
+            return self.unchecked_reason
+        if self.skipped:
+            first = self.skipped[0]
+            return (f"{_count(len(self.skipped))} it applies to could not be checked "
+                    f"(first: {first.cell or 'run'}: {first.message})")
+        return "no cell it applies to"
+
+
+def _count(n: int, what: str = "cell") -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
+
+
+def _extras(o: GateOutcome) -> str:
+    parts = []
+    if o.skipped:
+        first = o.skipped[0]
+        parts.append(f"{_count(len(o.skipped))} not checked, first: {first.cell or 'run'}: {first.message}")
+    if o.within_noise:
+        parts.append(f"{_count(len(o.within_noise))} past the limit but within the runs' spread")
+    return "".join(f"; {p}" for p in parts)
+
+
+def format_outcomes(outcomes: Sequence[GateOutcome]) -> list[str]:
+    """The lines to print for gate outcomes: "gate passed: ", "gate failed: " or "gate not checked: ".
+
+    Every line says how many cells the gate was checked on::
+
+        gate passed: accuracy-drop>1%: checked on 12 cells
+        gate failed: latency-p99+5%: CELL: latency_p99_ms 10 ms → 10.6 ms (+6.00% > 5%) (checked on 12 cells)
+        gate not checked: latency-p99+5%: checked on 0 cells (no latency cell is in both runs)
+
+    A failed gate gives one line per failing cell; a gate that ``qdqbench run`` failed for
+    having been checked on 0 cells reads ``gate failed: X: checked on 0 cells (why)``.
+    """
+    lines: list[str] = []
+    for o in outcomes:
+        checked = f"checked on {_count(o.checked)}"
+        status = o.status
+        if status == "passed":
+            lines.append(f"gate passed: {o.gate.text}: {checked}{_extras(o)}")
+        elif status == "not-checked":
+            lines.append(f"gate not checked: {o.gate.text}: {checked} ({o.why_not_checked()})")
+        else:
+            for i, f in enumerate(o.failures):
+                if o.checked == 0 and f.message.startswith("checked on 0 cells"):
+                    lines.append(f"gate failed: {f}")  # the message already says it
+                else:
+                    lines.append(f"gate failed: {f} ({checked}{_extras(o) if i == 0 else ''})")
+    return lines
 
 
 # ----------------------------------------------------------------------------------------------
@@ -248,11 +332,17 @@ def _check_accuracy_drop(gate: Gate, records: Sequence[Record], outcome: GateOut
                 gate.text, r.cell,
                 f"{v.metric} {100 * v.value:.2f} vs fp32 {100 * v.baseline:.2f}: drop {shown} "
                 f"> {gate.limit:g}{'%' if gate.unit == '%' else ' pts'}"))
+    if outcome.checked == 0:
+        outcome.unchecked_reason = (f"no finished quantized accuracy cell with a stored verdict "
+                                    f"among {_count(len(records))}")
 
 
 def _check_failed_cells(gate: Gate, records: Sequence[Record], outcome: GateOutcome) -> None:
     failed = [r.cell for r in records if r.status == "failed"]
-    outcome.checked += 1
+    outcome.checked += len(records)  # every cell is checked for having failed
+    if not records:
+        outcome.unchecked_reason = "no cells"
+        return
     if _exceeds(len(failed), gate.limit):
         shown = ", ".join(failed[:3]) + (f" and {len(failed) - 3} more" if len(failed) > 3 else "")
         outcome.failures.append(GateFailure(gate.text, None, f"{len(failed)} failed cells: {shown}"))
@@ -265,8 +355,14 @@ RUN_CHECKS: dict[str, RunCheck] = {
 }
 
 
-def check_gates(records: Iterable[Record], gates: Sequence[Gate]) -> list[GateOutcome]:
-    """Check threshold gates on one run's records; change gates raise GateError."""
+def check_gates(records: Iterable[Record], gates: Sequence[Gate], *,
+                unchecked_fails: bool = True) -> list[GateOutcome]:
+    """Check threshold gates on one run's records; change gates raise GateError.
+
+    A gate checked on 0 cells is not a pass. With ``unchecked_fails`` (``qdqbench run``'s rule)
+    it gets the failure "checked on 0 cells (why)", so it fails like any other gate; without, it
+    stays ``not-checked`` for the caller to judge (``qdqbench compare``: exit 2).
+    """
     records = list(records)
     outcomes = []
     for gate in gates:
@@ -276,12 +372,15 @@ def check_gates(records: Iterable[Record], gates: Sequence[Gate]) -> list[GateOu
                             "with qdqbench compare")
         outcome = GateOutcome(gate)
         check(gate, records, outcome)
+        if unchecked_fails and outcome.not_checked:
+            outcome.failures.append(GateFailure(gate.text, None,
+                                                f"checked on 0 cells ({outcome.why_not_checked()})"))
         outcomes.append(outcome)
     return outcomes
 
 
 def evaluate_gates(records: Iterable[Record], gates: Sequence[Gate]) -> list[GateFailure]:
-    """Every failure of threshold gates on one run (empty: all gates pass)."""
+    """Every failure of threshold gates on one run (empty: all gates pass; checked on 0 cells fails)."""
     return [f for o in check_gates(records, gates) for f in o.failures]
 
 
@@ -294,6 +393,27 @@ def _fmt(x: float, unit: str) -> str:
 
 
 def _check_change(gate: Gate, comparison: Comparison, outcome: GateOutcome) -> None:
+    spec = gate.spec
+    _check_change_cells(gate, comparison, outcome)
+    if outcome.checked:
+        return
+    of_kind = [cd for cd in comparison.cells if cd.kind == spec.record_kind]
+    if not comparison.cells:
+        outcome.unchecked_reason = "no cell is in both runs"
+    elif not of_kind:
+        kinds: dict[str, int] = {}
+        for cd in comparison.cells:
+            kinds[cd.kind] = kinds.get(cd.kind, 0) + 1
+        shown = ", ".join(f"{n} {k}" for k, n in kinds.items())
+        outcome.unchecked_reason = (f"no {spec.record_kind} cell is in both runs "
+                                    f"({_count(len(comparison.cells), 'matched cell')}: {shown})")
+    elif outcome.skipped:
+        first = outcome.skipped[0]
+        outcome.unchecked_reason = (f"every {spec.record_kind} cell in both runs was skipped "
+                                    f"({len(of_kind)}; first: {first.cell}: {first.message})")
+
+
+def _check_change_cells(gate: Gate, comparison: Comparison, outcome: GateOutcome) -> None:
     spec = gate.spec
     for cd in comparison.cells:
         if cd.kind != spec.record_kind:
@@ -344,11 +464,19 @@ def _skip_reason(cd: CellDelta, comparison: Comparison, spec: GateSpec) -> str |
 
 
 def check_compare_gates(comparison: Comparison, gates: Sequence[Gate]) -> list[GateOutcome]:
-    """Check every gate on a comparison: change gates on matched cells, thresholds on CAND."""
+    """Check every gate on a comparison: change gates on matched cells, thresholds on CAND.
+
+    Two runs with no cell in common are not comparable: every gate is then not checked, a
+    threshold on CAND included (CAND is not what BASE was, so no verdict about it is a pass).
+    """
     outcomes = []
     for gate in gates:
-        if gate.spec.shape == "threshold":
-            outcome = check_gates(comparison.cand_records, [gate])[0]
+        if not comparison.cells:
+            outcome = GateOutcome(gate, unchecked_reason="no cell is in both runs")
+        elif gate.spec.shape == "threshold":
+            outcome = check_gates(comparison.cand_records, [gate], unchecked_fails=False)[0]
+            if outcome.unchecked_reason:
+                outcome.unchecked_reason = f"CAND has {outcome.unchecked_reason}"
         else:
             outcome = GateOutcome(gate)
             _check_change(gate, comparison, outcome)
@@ -357,5 +485,5 @@ def check_compare_gates(comparison: Comparison, gates: Sequence[Gate]) -> list[G
 
 
 def evaluate_compare_gates(comparison: Comparison, gates: Sequence[Gate]) -> list[GateFailure]:
-    """Every failure of the gates on a comparison (empty: all gates pass)."""
+    """Every failure of the gates on a comparison (empty: no gate failed; see also not-checked)."""
     return [f for o in check_compare_gates(comparison, gates) for f in o.failures]

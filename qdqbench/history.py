@@ -13,6 +13,10 @@ folder twice (or again after ``--resume`` finished more cells) leaves exactly on
 each accuracy cell's primary metric, each fidelity cell's SQNR and each latency cell's mean, runs
 ordered by ``started_at``)
 and ``history.csv`` (every charted number, long format).
+
+Lines of ``results.jsonl`` that cannot be read are never dropped silently: ingest warns about
+each on stderr (``warning: PATH: line N skipped: why``) and says how many it skipped per run. A
+damaged ``run.json`` is a one-line error naming it, and nothing is ingested.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from qdqbench.errors import QdqbenchError
-from qdqbench.results import Record, load_records, load_run_info
+from qdqbench.results import Record, SkippedLine, load_records, load_run_info, warn_skipped, write_text_atomic
 
 DB_SCHEMA_VERSION = 1
 
@@ -66,6 +70,7 @@ class IngestResult:
     cells: int
     metrics: int
     replaced: bool
+    skipped_lines: int = 0  # lines of results.jsonl that could not be read (warned about on stderr)
 
 
 @dataclass(frozen=True)
@@ -128,14 +133,32 @@ def connect(db: Path, *, create: bool = True) -> sqlite3.Connection:
     return conn
 
 
-def _run_folder(path: Path) -> tuple[str, dict[str, Any], list[Record]]:
+@dataclass(frozen=True)
+class _Folder:
+    path: Path
+    run_id: str
+    info: dict[str, Any]
+    records: list[Record]
+    skipped: list[SkippedLine]
+
+
+def _run_folder(path: Path) -> _Folder:
     path = Path(path)
     if not path.is_dir():
         raise QdqbenchError(f"history ingest: run folder not found: {path}")
     if not (path / "results.jsonl").is_file():
         raise QdqbenchError(f"history ingest: not a run folder (no results.jsonl): {path}")
     info = load_run_info(path)
-    return str(info.get("run_id") or path.name), info, load_records(path)
+    skipped: list[SkippedLine] = []
+    records = load_records(path, on_skip=skipped.extend)
+    return _Folder(path, str(info.get("run_id") or path.name), info, records, skipped)
+
+
+def _text(x: Any) -> str | None:
+    """A run.json value as SQLite text (a hand-edited run.json may hold a list or an object)."""
+    if x is None:
+        return None
+    return x if isinstance(x, str) else json.dumps(x, default=str) if isinstance(x, (dict, list)) else str(x)
 
 
 def _primary(r: Record) -> str | None:
@@ -151,9 +174,12 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def ingest_run(conn: sqlite3.Connection, run_dir: Path) -> IngestResult:
+def ingest_run(conn: sqlite3.Connection, run_dir: Path | _Folder) -> IngestResult:
     """Replace one run's rows with the folder's contents, in one transaction."""
-    run_id, info, records = _run_folder(run_dir)
+    folder = run_dir if isinstance(run_dir, _Folder) else _run_folder(run_dir)
+    if not isinstance(run_dir, _Folder):
+        warn_skipped(folder.skipped)
+    run_id, info, records, run_dir = folder.run_id, folder.info, folder.records, folder.path
     suite = info.get("suite")
     suite_name = suite.get("name") if isinstance(suite, dict) else suite
     git = info.get("git") if isinstance(info.get("git"), dict) else {}
@@ -165,10 +191,10 @@ def ingest_run(conn: sqlite3.Connection, run_dir: Path) -> IngestResult:
         conn.execute("DELETE FROM cells WHERE run_id = ?", (run_id,))
         conn.execute(
             "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (run_id, info.get("started_at"), info.get("finished_at"),
-             None if suite_name is None else str(suite_name), git.get("commit"),
+            (run_id, _text(info.get("started_at")), _text(info.get("finished_at")),
+             _text(suite_name), _text(git.get("commit")),
              None if git.get("dirty") is None else int(bool(git.get("dirty"))),
-             machine.get("cpu"), machine.get("gpu"), str(Path(run_dir).resolve()), _now(),
+             _text(machine.get("cpu")), _text(machine.get("gpu")), str(Path(run_dir).resolve()), _now(),
              json.dumps(info, default=str)),
         )
         for r in records:
@@ -187,15 +213,19 @@ def ingest_run(conn: sqlite3.Connection, run_dir: Path) -> IngestResult:
                      None if m.higher_is_better is None else int(m.higher_is_better), m.ci_low, m.ci_high),
                 )
                 n_metrics += 1
-    return IngestResult(run_id, len(records), n_metrics, replaced)
+    return IngestResult(run_id, len(records), n_metrics, replaced, len(folder.skipped))
 
 
 def ingest(db: Path, run_dirs: Sequence[Path]) -> list[IngestResult]:
-    """Ingest run folders (all are checked first, so a typo ingests nothing)."""
-    for d in run_dirs:
-        _run_folder(d)
+    """Ingest run folders (all are read first, so a typo or a damaged run.json ingests nothing).
+
+    Every line of a results.jsonl that could not be read is warned about on stderr.
+    """
+    folders = [_run_folder(d) for d in run_dirs]
+    for f in folders:
+        warn_skipped(f.skipped)
     with closing(connect(db)) as conn:
-        return [ingest_run(conn, d) for d in run_dirs]
+        return [ingest_run(conn, f) for f in folders]
 
 
 def _sort_key(started_at: str | None, run_id: str) -> tuple:
@@ -298,9 +328,7 @@ def write_history_report(db: Path, out_dir: Path, last: int | None = None) -> li
     paths = []
     for name, text in files.items():
         path = out_dir / name
-        tmp = path.with_name(name + ".tmp")
-        tmp.write_text(text, encoding="utf-8", newline="")
-        tmp.replace(path)
+        write_text_atomic(path, text)
         paths.append(path)
     return paths
 
@@ -327,7 +355,9 @@ def run(args) -> int:
     if args.history_command == "ingest":
         for res in ingest(args.db, args.run_dirs):
             what = "replaced" if res.replaced else "added"
-            print(f"{what} {res.run_id}: {res.cells} cells, {res.metrics} metrics", file=sys.stderr)
+            skipped = (f" ({res.skipped_lines} line{'' if res.skipped_lines == 1 else 's'} of results.jsonl "
+                       "skipped: see the warnings above)") if res.skipped_lines else ""
+            print(f"{what} {res.run_id}: {res.cells} cells, {res.metrics} metrics{skipped}", file=sys.stderr)
         return 0
     if args.last is not None and args.last < 1:
         raise QdqbenchError(f"history report: --last must be at least 1 (got {args.last})")

@@ -177,7 +177,8 @@ def test_outputs_are_self_contained_escaped_and_strict_json(tmp_path):
     cand = write_run(tmp_path / "cand", cand_recs,
                      info("cand-run", **{"machine.cpu": EVIL, "versions.python": "3.12.0"}))
     out = tmp_path / "out"
-    assert cli([str(base), str(cand), "--out", str(out), "--fail-on", "latency-p99+5%"]) == 0  # incomparable: skipped
+    # Every latency cell is incomparable (another CPU), so the gate is checked on 0 cells: exit 2.
+    assert cli([str(base), str(cand), "--out", str(out), "--fail-on", "latency-p99+5%"]) == 2
     html = (out / "compare.html").read_text(encoding="utf-8")
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "<script>alert" not in html and len(re.findall(r"<script\b", html)) == 1
@@ -190,9 +191,10 @@ def test_outputs_are_self_contained_escaped_and_strict_json(tmp_path):
         raise AssertionError(f"non-standard JSON constant {x}")
 
     data = json.loads((out / "compare.json").read_text(encoding="utf-8"), parse_constant=no_constants)
-    assert data["passed"] is True and data["base"]["run_id"] == "base-run"
+    assert data["passed"] is False and data["base"]["run_id"] == "base-run"
     assert set(data["latency_incomparable"]) == {"onnxruntime", "openvino"}
     assert data["gates"][0]["checked"] == 0 and len(data["gates"][0]["skipped"]) == 3
+    assert data["gates"][0]["status"] == "not-checked" and data["gates"][0]["passed"] is False
     cell = next(x for x in data["cells"] if x["cell"] == cand_recs[3].cell)
     mean = next(m for m in cell["metrics"] if m["name"] == "latency_mean_ms")
     assert mean["direction"] == "worse" and mean["delta"] == pytest.approx(1.0)
@@ -238,3 +240,141 @@ def test_summary_json_without_gates_passes():
     c = build_comparison(base_records(), info("a"), base_records(), info("b"))
     s = summary_json(c)
     assert s["passed"] is True and s["gates"] == [] and len(s["cells"]) == 5
+
+
+# ----------------------------------------------------------------------------------------------
+# nothing comparable, gates checked on 0 cells, unreadable lines
+
+
+def test_zero_matched_cells_is_exit_2_not_a_pass(tmp_path, capsys):
+    base = write_run(tmp_path / "base", base_records("bert"), info("a"))
+    cand = write_run(tmp_path / "cand", base_records("roberta")[:3], info("b"))  # no cell id in common
+    for gates in ([], ["--fail-on", "accuracy-drop>1%"], ["--fail-on", "latency-p99+5%"]):
+        capsys.readouterr()
+        assert cli([str(base), str(cand), *gates]) == 2
+        err = capsys.readouterr().err
+        assert "All gates passed" not in err and "gate passed" not in err
+        (line,) = [x for x in err.splitlines() if x.startswith("error: ")]
+        assert line == (f"error: compare: nothing comparable: no cell is in both runs "
+                        f"(BASE {base}: 5 cells; CAND {cand}: 3 cells)")
+    data = json.loads((cand / "compare.json").read_text(encoding="utf-8"))
+    assert data["passed"] is False and data["nothing_comparable"].startswith("nothing comparable")
+    assert data["gates"][0]["status"] == "not-checked"
+    md = (cand / "compare.md").read_text(encoding="utf-8")
+    assert "Nothing comparable" in md and "All 1 gates passed" not in md
+    assert "checked on 0 cells (no cell is in both runs)" in md
+    html = (cand / "compare.html").read_text(encoding="utf-8")
+    assert 'id="nothing-comparable"' in html and "All 1 gates passed" not in html
+
+
+def test_a_gate_checked_on_0_cells_is_not_passed(tmp_path, capsys):
+    accuracy_only = [acc("bert", "fp32", 0.92, baseline=None), acc("bert", "int8", 0.915, baseline=0.92)]
+    base = write_run(tmp_path / "base", accuracy_only, info("a"))
+    cand = write_run(tmp_path / "cand", accuracy_only, info("b"))
+    capsys.readouterr()
+    assert cli([str(base), str(cand), "--fail-on", "accuracy-drop>1%", "--fail-on", "latency-p99+5%"]) == 2
+    err = capsys.readouterr().err
+    assert "gate passed: accuracy-drop>1%: checked on 1 cell" in err
+    assert ("gate not checked: latency-p99+5%: checked on 0 cells (no latency cell is in both runs "
+            "(2 matched cells: 2 accuracy))") in err
+    assert ("error: compare: nothing comparable for gate latency-p99+5%: no latency cell is in both runs "
+            "(2 matched cells: 2 accuracy)") in err
+    md = (cand / "compare.md").read_text(encoding="utf-8")
+    assert "1 of 2 gates not checked" in md and "All 2 gates passed" not in md
+    assert "**latency-p99+5%** NOT CHECKED" in md and "checked on 0 cells" in md
+    html = (cand / "compare.html").read_text(encoding="utf-8")
+    assert 'data-status="not-checked"' in html and "NOT CHECKED" in html
+    assert 'class="headline fail"' in html
+    data = json.loads((cand / "compare.json").read_text(encoding="utf-8"))
+    assert data["passed"] is False and [g["status"] for g in data["gates"]] == ["passed", "not-checked"]
+    assert data["gates"][1]["not_checked_reason"].startswith("no latency cell is in both runs")
+    # The same gate alone on runs that have latency cells passes, and says on how many.
+    full_b = write_run(tmp_path / "fb", base_records(), info("a"))
+    full_c = write_run(tmp_path / "fc", base_records(), info("b"))
+    capsys.readouterr()
+    assert cli([str(full_b), str(full_c), "--fail-on", "latency-p99+5%"]) == 0
+    assert "gate passed: latency-p99+5%: checked on 3 cells" in capsys.readouterr().err
+
+
+def test_a_failed_gate_wins_over_a_gate_not_checked(tmp_path, capsys):
+    base = write_run(tmp_path / "base", [acc("bert", "int8", 0.90)], info("a"))
+    cand = write_run(tmp_path / "cand", [acc("bert", "int8", 0.85)], info("b"))
+    capsys.readouterr()
+    assert cli([str(base), str(cand), "--fail-on", "accuracy-1%", "--fail-on", "throughput-5%"]) == 1
+    err = capsys.readouterr().err
+    assert re.search(r"^gate failed: accuracy-1%: bert/sst2/int8/torch/accuracy: .*\(checked on 1 cell\)$",
+                     err, re.M)
+    assert "gate not checked: throughput-5%: checked on 0 cells" in err
+    md = (cand / "compare.md").read_text(encoding="utf-8")
+    assert "1 of 2 gates failed, 1 not checked" in md and "checked on 1 cell" in md
+
+
+def test_gate_lines_carry_counts_in_every_output(tmp_path, capsys):
+    base = write_run(tmp_path / "base", base_records(), info("a"))
+    slower = base_records()
+    slower[3] = lat("bert", "int8", 9.0)
+    cand = write_run(tmp_path / "cand", slower, info("b"))
+    capsys.readouterr()
+    assert cli([str(base), str(cand), "--fail-on", "latency-p99+5%", "--fail-on", "accuracy-drop>1%"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    gate_lines = [x for x in err if x.startswith("gate ")]
+    assert len(gate_lines) == 2
+    assert gate_lines[0].startswith("gate failed: latency-p99+5%: bert/sst2/int8/onnxruntime/latency/b8s128: ")
+    assert gate_lines[0].endswith("(checked on 3 cells)")
+    assert gate_lines[1] == "gate passed: accuracy-drop>1%: checked on 1 cell"
+    md = (cand / "compare.md").read_text(encoding="utf-8")
+    assert "**latency-p99+5%** FAILED" in md and "checked on 3 cells" in md and "checked on 1 cell" in md
+    html = (cand / "compare.html").read_text(encoding="utf-8")
+    assert "checked on 3 cells" in html and "checked on 1 cell" in html
+
+
+def damage(path: Path) -> None:
+    """Binary garbage as line 3 and a torn last line (no newline), as a crash would leave it."""
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines.insert(2, b"\xff\xfe\x00garbage\x9c\n")
+    path.write_bytes(b"".join(lines) + b'{"cell": "bert/sst2/int8/torch/acc')
+
+
+def test_unreadable_lines_are_warned_about_and_shown(tmp_path, capsys):
+    base = write_run(tmp_path / "base", base_records(), info("a"))
+    cand = write_run(tmp_path / "cand", base_records(), info("b"))
+    damage(cand / "results.jsonl")
+    capsys.readouterr()
+    assert cli([str(base), str(cand), "--fail-on", "accuracy-drop>1%"]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {cand / 'results.jsonl'}: line 3 skipped: not UTF-8" in err
+    assert f"warning: {cand / 'results.jsonl'}: line 7 skipped: torn last line" in err
+    md = (cand / "compare.md").read_text(encoding="utf-8")
+    assert "Lines not read" in md and "2 lines skipped: line 3: not UTF-8" in md and "line 7: torn last line" in md
+    html = (cand / "compare.html").read_text(encoding="utf-8")
+    assert 'id="skipped-lines"' in html and "line 7: torn last line" in html
+    data = json.loads((cand / "compare.json").read_text(encoding="utf-8"))
+    assert [x["line"] for x in data["skipped_lines"]] == [3, 7]
+
+
+def test_a_damaged_run_json_is_one_line_naming_it(tmp_path):
+    base = write_run(tmp_path / "base", base_records(), info("a"))
+    cand = write_run(tmp_path / "cand", base_records(), info("b"))
+    (cand / "run.json").write_bytes(b'{"run_id": "b", "machine": {\xff')
+    with pytest.raises(QdqbenchError) as exc:
+        compare_runs(base, cand)
+    assert "\n" not in str(exc.value) and str(cand / "run.json") in str(exc.value)
+    assert cli([str(base), str(cand)]) == 2
+    (cand / "run.json").write_text("[1, 2]", encoding="utf-8")
+    with pytest.raises(QdqbenchError, match="run.json is damaged"):
+        compare_runs(base, cand)
+
+
+def test_a_partial_merge_is_flagged(tmp_path, capsys):
+    base = write_run(tmp_path / "base", base_records(), info("a"))
+    partial = info("b")
+    partial["partial"] = {"missing_shards": ["2/2"], "have": ["1/2"], "unfinished_shards": [],
+                          "reasons": ["shard 2/2 missing (have 1/2)"]}
+    cand = write_run(tmp_path / "cand", base_records()[:3], partial)
+    capsys.readouterr()
+    assert cli([str(base), str(cand)]) == 0
+    line = "CAND is a partial merge (shard 2/2 missing (have 1/2)): the cells it lacks are not compared"
+    assert f"warning: {line}" in capsys.readouterr().err
+    assert line in (cand / "compare.md").read_text(encoding="utf-8")
+    assert 'id="partial-0"' in (cand / "compare.html").read_text(encoding="utf-8")
+    assert json.loads((cand / "compare.json").read_text(encoding="utf-8"))["partial_runs"] == [line]

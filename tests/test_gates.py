@@ -8,9 +8,13 @@ from qdqbench.compare import build_comparison
 from qdqbench.gates import (
     GATES,
     GateError,
+    GateFailure,
+    GateOutcome,
     check_compare_gates,
+    check_gates,
     evaluate_compare_gates,
     evaluate_gates,
+    format_outcomes,
     parse_gate,
     parse_gates,
 )
@@ -144,18 +148,34 @@ def test_accuracy_drop_points_boundaries():
 
 
 def test_accuracy_drop_ignores_fp32_failed_and_verdictless_cells():
-    records = [
+    ignored = [
         acc("m/sst2/fp32/onnxruntime/accuracy", 0.5, scheme_kind="fp32"),  # an export check
         acc("m/sst2/int8/torch/accuracy", 0.5, status="failed"),
         acc("m/sst2/int8/onnxruntime/accuracy", 0.5, baseline=None),
     ]
-    assert evaluate_gates(records, [parse_gate("accuracy-drop>1%")]) == []
+    good = acc("m/sst2/int8-b/torch/accuracy", 0.9)
+    (o,) = check_gates([*ignored, good], [parse_gate("accuracy-drop>1%")])
+    assert o.status == "passed" and o.checked == 1  # only the one judgeable cell was checked
+    # With nothing judgeable the gate is not a pass: not checked, and `run` counts it as failed.
+    (o,) = check_gates(ignored, [parse_gate("accuracy-drop>1%")], unchecked_fails=False)
+    assert o.status == "not-checked" and not o.passed and o.checked == 0 and o.failures == []
+    (f,) = evaluate_gates(ignored, [parse_gate("accuracy-drop>1%")])
+    assert f.cell is None and f.message.startswith("checked on 0 cells (no finished quantized accuracy cell")
+
+
+def test_a_gate_over_no_cells_is_not_a_pass_in_run():
+    for text in ("accuracy-drop>1%", "failed-cells>0"):
+        (o,) = check_gates([], [parse_gate(text)])
+        assert o.status == "failed" and not o.passed and o.checked == 0
+        assert format_outcomes([o]) == [f"gate failed: {text}: checked on 0 cells ({o.why_not_checked()})"]
 
 
 def test_failed_cells_gate():
     ok = acc("m/sst2/a/torch/accuracy", 0.9)
     bad = [acc(f"m/sst2/f{i}/torch/accuracy", 0.9, status="failed") for i in range(4)]
     assert evaluate_gates([ok], [parse_gate("failed-cells>0")]) == []
+    (o,) = check_gates([ok, *bad], [parse_gate("failed-cells>4")])
+    assert o.passed and o.checked == 5  # every cell was looked at
     (failure,) = evaluate_gates([ok, *bad], [parse_gate("failed-cells>0")])
     assert failure.cell is None and failure.message.startswith("4 failed cells") and "1 more" in failure.message
     assert evaluate_gates([ok, *bad], [parse_gate("failed-cells>4")]) == []
@@ -219,12 +239,64 @@ def test_incomparable_latency_is_skipped_unless_forced():
     base, cand = [lat(CELL, 8, p99=10.0)], [lat(CELL, 9, p99=12.0)]
     gate = [parse_gate("latency-p99+5%")]
     (outcome,) = check_compare_gates(compare(base, cand, other), gate)
-    assert outcome.passed and outcome.checked == 0
+    assert outcome.status == "not-checked" and not outcome.passed and outcome.checked == 0
     assert "machine.gpu" in outcome.skipped[0].message and "--force" in outcome.skipped[0].message
+    assert outcome.why_not_checked().startswith("every latency cell in both runs was skipped (1; first: ")
     assert evaluate_compare_gates(compare(base, cand, other, force=True), gate)
 
 
 def test_cells_failed_in_one_run_are_not_checked():
     failed = lat(CELL, 8).model_copy(update={"status": "failed", "metrics": [], "error": "OOM"})
     (outcome,) = check_compare_gates(compare([lat(CELL, 8)], [failed]), [parse_gate("latency-p99+5%")])
-    assert outcome.passed and outcome.skipped[0].message == "failed in CAND"
+    assert outcome.status == "not-checked" and outcome.skipped[0].message == "failed in CAND"
+    other = CELL.replace("b1s128", "b8s128")
+    (outcome,) = check_compare_gates(compare([lat(CELL, 8), lat(other, 8)], [failed, lat(other, 8)]),
+                                     [parse_gate("latency-p99+5%")])
+    assert outcome.passed and outcome.checked == 1 and len(outcome.skipped) == 1
+
+
+def test_gates_with_nothing_of_their_kind_are_not_checked_in_compare():
+    c = "m/sst2/int8/torch/accuracy"
+    comparison = compare([acc(c, 0.9)], [acc(c, 0.9)])
+    lat_gate, drop_gate = check_compare_gates(comparison, [parse_gate("latency-p99+5%"),
+                                                           parse_gate("accuracy-drop>1%")])
+    assert lat_gate.status == "not-checked" and lat_gate.checked == 0
+    assert lat_gate.why_not_checked() == "no latency cell is in both runs (1 matched cell: 1 accuracy)"
+    assert drop_gate.status == "passed" and drop_gate.checked == 1
+    # A threshold gate in compare with nothing in CAND to check: not checked (compare exits 2), not failed.
+    (o,) = check_compare_gates(compare([lat(CELL, 8)], [lat(CELL, 8)]), [parse_gate("accuracy-drop>1%")])
+    assert o.status == "not-checked" and o.failures == []
+    assert o.why_not_checked().startswith("CAND has no finished quantized accuracy cell")
+    (o,) = check_compare_gates(compare([], []), [parse_gate("accuracy-1%")])
+    assert o.status == "not-checked" and o.why_not_checked() == "no cell is in both runs"
+
+
+# ----------------------------------------------------------------------------------------------
+# printing
+
+
+def test_format_outcomes_says_how_many_cells_each_gate_checked():
+    drop, p99 = parse_gate("accuracy-drop>1%"), parse_gate("latency-p99+5%")
+    passed = GateOutcome(drop, checked=12)
+    one = GateOutcome(drop, checked=1)
+    failed = GateOutcome(p99, checked=3, failures=[GateFailure(p99.text, "c1", "p99 up 6%"),
+                                                   GateFailure(p99.text, "c2", "p99 up 7%")],
+                         skipped=[GateFailure(p99.text, "c3", "failed in CAND")])
+    unchecked = GateOutcome(p99, checked=0, unchecked_reason="no latency cell is in both runs")
+    noisy = GateOutcome(p99, checked=2, within_noise=[GateFailure(p99.text, "c4", "within")])
+    assert format_outcomes([passed, one, failed, unchecked, noisy]) == [
+        "gate passed: accuracy-drop>1%: checked on 12 cells",
+        "gate passed: accuracy-drop>1%: checked on 1 cell",
+        "gate failed: latency-p99+5%: c1: p99 up 6% (checked on 3 cells; 1 cell not checked, first: c3: "
+        "failed in CAND)",
+        "gate failed: latency-p99+5%: c2: p99 up 7% (checked on 3 cells)",
+        "gate not checked: latency-p99+5%: checked on 0 cells (no latency cell is in both runs)",
+        "gate passed: latency-p99+5%: checked on 2 cells; 1 cell past the limit but within the runs' spread",
+    ]
+    assert [o.status for o in (passed, failed, unchecked)] == ["passed", "failed", "not-checked"]
+    assert format_outcomes([]) == []
+    # Without a stored reason the skipped cells explain it.
+    skipped_only = GateOutcome(p99, skipped=[GateFailure(p99.text, "c3", "failed in CAND")])
+    assert format_outcomes([skipped_only]) == [
+        "gate not checked: latency-p99+5%: checked on 0 cells (1 cell it applies to could not be checked "
+        "(first: c3: failed in CAND))"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -147,3 +148,52 @@ def test_fidelity_cells_chart_their_sqnr(tmp_path):
     history.write_history_report(db, out)
     html = (out / "history.html").read_text(encoding="utf-8")
     assert 'id="fidelity"' in html and "mini · pydoc: sqnr_db" in html and "31.5" in html
+
+
+def damage(path: Path) -> None:
+    """Binary garbage as line 2 and a torn last line (no newline), as a crash would leave it."""
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines.insert(1, b"\x89PNG\x1a\x00\xff\xfe\n")
+    path.write_bytes(b"".join(lines) + b'{"cell": "bert/sst2/int8/torch/acc')
+
+
+def test_ingest_warns_about_every_unreadable_line(tmp_path, capsys):
+    db = tmp_path / "h.sqlite"
+    a = make_run(tmp_path, "run-a", "2025-03-01T02:00:00+00:00", 0.91, 8.0)
+    damage(a / "results.jsonl")  # 4 records + garbage at line 2 + torn line 6
+    capsys.readouterr()
+    assert cli(["history", "ingest", str(a), "--db", str(db)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    warnings = [line for line in err if line.startswith("warning: ")]
+    assert len(warnings) == 2  # once each, not once per read
+    assert warnings[0].startswith(f"warning: {a / 'results.jsonl'}: line 2 skipped: not UTF-8")
+    assert warnings[1].startswith(f"warning: {a / 'results.jsonl'}: line 6 skipped: torn last line")
+    assert "added run-a: 4 cells, 8 metrics (2 lines of results.jsonl skipped: see the warnings above)" in err
+    assert counts(db) == (1, 4, 8)
+    (res,) = history.ingest(db, [a])
+    assert res.skipped_lines == 2 and res.cells == 4
+
+
+def test_a_damaged_run_json_ingests_nothing(tmp_path, capsys):
+    db = tmp_path / "h.sqlite"
+    a = make_run(tmp_path, "run-a", "2025-03-01T02:00:00+00:00", 0.91, 8.0)
+    b = make_run(tmp_path, "run-b", "2025-03-02T02:00:00+00:00", 0.90, 7.5)
+    (b / "run.json").write_bytes(b'{"run_id": "run-b", "machine": \x00\xff')
+    with pytest.raises(QdqbenchError) as exc:
+        history.ingest(db, [a, b])
+    assert "\n" not in str(exc.value) and str(exc.value).startswith(f"{b / 'run.json'}: run.json is damaged")
+    assert not db.exists() or counts(db) == (0, 0, 0)
+    assert cli(["history", "ingest", str(a), str(b), "--db", str(db)]) == 2
+
+
+def test_odd_run_json_values_are_stored_as_text(tmp_path):
+    db = tmp_path / "h.sqlite"
+    a = make_run(tmp_path, "run-a", "2025-03-01T02:00:00+00:00", 0.91, 8.0)
+    info = json.loads((a / "run.json").read_text(encoding="utf-8"))
+    info["machine"] = {"cpu": ["Xeon", "Xeon"], "gpu": {"name": "A100"}}
+    info["git"]["commit"] = 12345
+    write_json_atomic(a / "run.json", info)
+    history.ingest(db, [a])
+    with closing(sqlite3.connect(db)) as conn:
+        assert conn.execute("SELECT cpu, gpu, git_commit FROM runs").fetchone() == (
+            '["Xeon", "Xeon"]', '{"name": "A100"}', "12345")

@@ -3,12 +3,13 @@
 ``write_report(run_dir)`` loads ``results.jsonl`` and ``run.json``, builds the one row model
 (``rows.build_report``) and hands it to each renderer in ``RENDERERS``, a registry keyed by
 format name whose entries return ``{file name: text}``. Files are written atomically into the
-run folder. To add a format, add a renderer module and one registry entry.
+run folder. To add a format, add a renderer module and one registry entry. Lines of
+``results.jsonl`` that cannot be read are warned about on stderr and listed at the top of the
+HTML and Markdown reports; a damaged ``run.json`` is a one-line ``QdqbenchError`` naming it.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
@@ -17,7 +18,7 @@ from qdqbench.report.csvout import render_csv
 from qdqbench.report.html import render_html
 from qdqbench.report.markdown import render_markdown
 from qdqbench.report.rows import Report, build_report
-from qdqbench.results import load_records, load_run_info
+from qdqbench.results import SkippedLine, load_records, load_run_info, warn_skipped, write_text_atomic
 
 RENDERERS: Mapping[str, Callable[[Report], dict[str, str]]] = {
     "html": lambda report: {"report.html": render_html(report)},
@@ -33,13 +34,11 @@ def load_report(run_dir: Path) -> Report:
         raise QdqbenchError(f"run folder not found: {run_dir}")
     if not (run_dir / "results.jsonl").exists() and not (run_dir / "run.json").exists():
         raise QdqbenchError(f"not a run folder (no results.jsonl or run.json): {run_dir}")
-    return build_report(load_records(run_dir), load_run_info(run_dir), run_dir=run_dir)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8", newline="")
-    os.replace(tmp, path)
+    info = load_run_info(run_dir)
+    skipped: list[SkippedLine] = []
+    records = load_records(run_dir, on_skip=skipped.extend)
+    warn_skipped(skipped)  # on stderr, and at the top of the report
+    return build_report(records, info, run_dir=run_dir, skipped=skipped)
 
 
 def write_report(run_dir: Path, formats: Iterable[str] = ("html", "md", "csv")) -> list[Path]:
@@ -56,7 +55,7 @@ def write_report(run_dir: Path, formats: Iterable[str] = ("html", "md", "csv")) 
     for name in dict.fromkeys(formats):  # keep order, drop repeats
         for filename, text in RENDERERS[name](report).items():
             path = Path(run_dir) / filename
-            _write_text_atomic(path, text)
+            write_text_atomic(path, text)
             written.append(path)
     return written
 

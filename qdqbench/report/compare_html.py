@@ -25,6 +25,7 @@ from qdqbench.report.compare_fmt import (
     fmt_value,
     metric_label,
 )
+from qdqbench.report.compare_md import gate_headline, skipped_summary
 from qdqbench.report.html import CSS, JS, _csp
 from qdqbench.report.rows import DASH, fmt_shape, slug
 
@@ -96,10 +97,22 @@ def _where(cd: CellDelta) -> list[str]:
 
 
 def _header(c: Comparison) -> str:
+    warns = []
+    nothing = c.nothing_comparable()
+    if nothing:
+        warns.append(f'<div class="warn" id="nothing-comparable"><b>Nothing comparable</b>: '
+                     f"{_e(nothing.removeprefix('nothing comparable: '))}. No gate can pass.</div>")
+    for i, line in enumerate(c.partial_runs()):
+        warns.append(f'<div class="warn" id="partial-{i}"><b>Partial run</b>: {_e(line)}</div>')
+    lines = skipped_summary(c.skipped_lines)
+    if lines:
+        lis = "".join(f"<li>{_e(x)}</li>" for x in lines)
+        warns.append(f'<div class="warn" id="skipped-lines"><b>Lines of results.jsonl not read</b> '
+                     f"(their cells are missing from this comparison):<ul>{lis}</ul></div>")
     return (
         "<header><h1>qdqbench compare</h1>"
         f'<p class="meta">BASE <code>{_e(fmt_side(c, "base"))}</code><br>'
-        f'CAND <code>{_e(fmt_side(c, "cand"))}</code></p></header>'
+        f'CAND <code>{_e(fmt_side(c, "cand"))}</code></p></header>' + "".join(warns)
     )
 
 
@@ -108,18 +121,19 @@ def _gates(c: Comparison, outcomes: Sequence[GateOutcome]) -> str:
     if not outcomes:
         head = '<div class="headline" id="headline">No gates given (--fail-on)</div>'
     else:
-        failed = [o for o in outcomes if not o.passed]
-        cls = "fail" if failed else "pass"
-        text = (f"{len(failed)} of {len(outcomes)} gates failed" if failed
-                else f"All {len(outcomes)} gates passed")
+        status, text = gate_headline(outcomes)
+        cls = "pass" if status == "passed" else "fail"
         head = f'<div class="headline {cls}" id="headline">{_e(text)}</div>'
     items = []
+    marks = {"passed": '<span class="good">pass</span>', "failed": '<span class="bad">FAIL</span>',
+             "not-checked": '<span class="bad">NOT CHECKED</span>'}
     for i, o in enumerate(outcomes):
-        mark = '<span class="good">pass</span>' if o.passed else '<span class="bad">FAIL</span>'
+        why = f" ({_e(o.why_not_checked())})" if o.not_checked else ""
         items.append(
-            f'<li id="gate-{i}"><code>{_e(o.gate.text)}</code> — {mark}: fails when '
+            f'<li id="gate-{i}" data-status="{o.status}"><code>{_e(o.gate.text)}</code> — '
+            f"{marks[o.status]}: fails when "
             f"{_e(o.gate.describe())}; checked on {o.checked} "
-            f"{'cell' if o.checked == 1 else 'cells'}"
+            f"{'cell' if o.checked == 1 else 'cells'}{why}"
             + _gate_list("failures", o.failures, open_=True)
             + _gate_list("not checked", o.skipped)
             + _gate_list("past the limit but within the runs' spread", o.within_noise)

@@ -1,6 +1,8 @@
 """Render a ``Comparison`` as GitHub-flavoured Markdown, sized for a pull-request comment.
 
-Gates first, then environment differences (and which backends' latency they make incomparable),
+Warnings first (nothing comparable, lines of ``results.jsonl`` that could not be read), then the
+gates (each passed, failed or not checked, with the number of cells it was checked on), then
+environment differences (and which backends' latency they make incomparable),
 the accuracy and latency changes, and cells that did not finish or exist in one run only. Cell
 text is escaped with the main report's ``md_escape``.
 """
@@ -23,6 +25,34 @@ from qdqbench.report.markdown import md_escape, md_table
 from qdqbench.report.rows import DASH, fmt_shape
 
 MAX_LIST = 20  # cells listed per gate / per list before "and N more"
+GATE_MARK = {"passed": "✅", "failed": "❌", "not-checked": "⚠️"}
+GATE_WORD = {"passed": "passed", "failed": "FAILED", "not-checked": "NOT CHECKED"}
+
+
+def gate_headline(outcomes: Sequence[GateOutcome]) -> tuple[str, str]:
+    """(status, text) of the gates as a whole: 'failed', 'not-checked' or 'passed'."""
+    failed = sum(o.status == "failed" for o in outcomes)
+    unchecked = sum(o.status == "not-checked" for o in outcomes)
+    n = len(outcomes)
+    if failed:
+        extra = f", {unchecked} not checked" if unchecked else ""
+        return "failed", f"{failed} of {n} gates failed{extra}"
+    if unchecked:
+        return "not-checked", f"{unchecked} of {n} gates not checked (checked on 0 cells): not a pass"
+    return "passed", f"All {n} gates passed"
+
+
+def skipped_summary(skipped) -> list[str]:
+    """One line per results.jsonl with skipped lines: 'PATH: 2 lines skipped: line 3: why; ...'."""
+    by_path: dict[str, list] = {}
+    for s in skipped:
+        by_path.setdefault(str(s.path), []).append(s)
+    out = []
+    for path, items in by_path.items():
+        shown = "; ".join(f"line {s.line}: {s.reason}" for s in items[:MAX_LIST])
+        more = f"; and {len(items) - MAX_LIST} more" if len(items) > MAX_LIST else ""
+        out.append(f"{path}: {len(items)} line{'' if len(items) == 1 else 's'} skipped: {shown}{more}")
+    return out
 
 
 def _mark(m) -> str:
@@ -43,17 +73,25 @@ def render_compare_markdown(c: Comparison, outcomes: Sequence[GateOutcome] = ())
     """The comparison as Markdown."""
     out = ["# qdqbench compare", "",
            f"BASE: {md_escape(fmt_side(c, 'base'))}  ", f"CAND: {md_escape(fmt_side(c, 'cand'))}", ""]
-    failed = [o for o in outcomes if not o.passed]
+    nothing = c.nothing_comparable()
+    if nothing:
+        out += [f"> ⚠️ **Nothing comparable**: {md_escape(nothing.removeprefix('nothing comparable: '))}. "
+                "No gate can pass.", ""]
+    for line in c.partial_runs():
+        out += [f"> ⚠️ **Partial run**: {md_escape(line)}", ""]
+    for line in skipped_summary(c.skipped_lines):
+        out += [f"> ⚠️ **Lines not read**: {md_escape(line)}", ""]
     if outcomes:
-        out.append(f"❌ **{len(failed)} of {len(outcomes)} gates failed**" if failed
-                   else f"✅ **All {len(outcomes)} gates passed**")
+        status, text = gate_headline(outcomes)
+        out.append(f"{GATE_MARK[status]} **{md_escape(text)}**")
     else:
         out.append("No gates given (`--fail-on`).")
     out.append("")
     for o in outcomes:
-        mark = "✅" if o.passed else "❌"
-        out.append(f"- {mark} **{md_escape(o.gate.text)}**: fails when {md_escape(o.gate.describe())}; "
-                   f"checked on {o.checked} cells")
+        why = f" ({md_escape(o.why_not_checked())})" if o.not_checked else ""
+        out.append(f"- {GATE_MARK[o.status]} **{md_escape(o.gate.text)}** {GATE_WORD[o.status]}: fails when "
+                   f"{md_escape(o.gate.describe())}; checked on {o.checked} "
+                   f"{'cell' if o.checked == 1 else 'cells'}{why}")
         for title, items in (("failed", o.failures), ("not checked", o.skipped),
                              ("past the limit but within the runs' spread", o.within_noise)):
             if items:

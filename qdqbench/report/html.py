@@ -111,6 +111,8 @@ td.amax { font-size: 12px; } td.outlier { outline: 2px solid var(--fail); outlin
   color: var(--fail); font-weight: 700; }
 details { margin: 8px 0; } summary { cursor: pointer; }
 .peer { margin: 8px 0; }
+.warn { background: #fff8c5; border: 1px solid #d4a72c; border-radius: 6px; padding: 8px 12px;
+  margin: 12px 0; } .warn ul { margin: 4px 0 0; padding-left: 20px; }
 """
 
 # Click a header to sort by that column; cells sort by data-sort (raw numbers) when present,
@@ -181,6 +183,15 @@ def _header(report: Report) -> str:
         meta.append(f"finished {esc(report.finished_at)}")
     line = " · ".join(meta) or "no run.json found: environment unknown"
     return f'<header><h1>qdqbench report</h1><p class="meta">{line}</p></header>'
+
+
+def _warnings(report: Report) -> str:
+    """The report's warnings (partial merge, unread lines), before anything else."""
+    if not report.warnings:
+        return ""
+    items = "".join(f"<li>{esc(w)}</li>" for w in report.warnings)
+    return (f'<div class="warn" id="warnings" role="alert"><b>⚠ Read this first</b>'
+            f"<ul>{items}</ul></div>")
 
 
 def _nav(report: Report) -> str:
@@ -630,6 +641,7 @@ def render_html(report: Report) -> str:
         part
         for part in (
             _header(report),
+            _warnings(report),
             _nav(report),
             _verdict(report),
             _accuracy(report),

@@ -504,6 +504,7 @@ def render_markdown(report: Report) -> str:
     """The report as GitHub-flavoured Markdown: verdict, accuracy and its views, latency, layers."""
     parts = [
         f"## {md_escape(report.title)}",
+        *(f"> ⚠️ **{md_escape(w)}**" for w in report.warnings),
         *_verdict(report),
         *_accuracy(report),
         *_engines(report),

@@ -9,6 +9,11 @@ the auto recipe's trace; amaxes need ``run_dir``, where their artifacts live). R
 baseline of the same run, model, task, backend and shape). Verdicts are read from the records,
 never recomputed. Renderers (HTML, Markdown, CSV) only lay rows out and call the ``fmt_*``
 helpers, so every format shows the same numbers the same way.
+
+``Report.warnings`` are shown at the top of every human-readable format: lines of
+``results.jsonl`` that could not be read (``build_report(..., skipped=...)``), a partial merge
+(``run.json`` ``partial``) and shard lines a merge could not read (``merge.skipped_lines``). A
+report never drops data silently.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
-from qdqbench.results import Record
+from qdqbench.results import Record, SkippedLine
 from qdqbench.suite import PEER_SCHEME_KINDS
 
 if TYPE_CHECKING:
@@ -292,6 +297,7 @@ class Report:
     amax: tuple[AmaxTable, ...] = ()
     sensitivity: tuple[SensitivityView, ...] = ()
     traces: tuple[RecipeTrace, ...] = ()
+    warnings: tuple[str, ...] = ()  # shown first: skipped lines, a partial merge
 
 
 # ----------------------------------------------------------------------------------------------
@@ -650,16 +656,64 @@ def _environment_rows(run_info: Mapping[str, Any]) -> list[EnvRow]:
     return rows
 
 
+MAX_SKIPPED_SHOWN = 20  # skipped lines listed per file before "and N more"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _strings(x: Any) -> list[str]:
+    return [str(v) for v in x] if isinstance(x, (list, tuple)) else []
+
+
+def run_warnings(info: Mapping[str, Any], skipped: Sequence[SkippedLine] = ()) -> list[str]:
+    """What a reader must know before trusting the numbers: a partial merge, unread lines."""
+    out = []
+    partial = info.get("partial")
+    if partial is not None:
+        p = partial if isinstance(partial, Mapping) else {}
+        missing, unfinished = _strings(p.get("missing_shards")), _strings(p.get("unfinished_shards"))
+        parts = []
+        if missing:
+            parts.append(f"{'shard' if len(missing) == 1 else 'shards'} {', '.join(missing)} missing")
+        if unfinished:
+            parts.append(f"unfinished {'shard' if len(unfinished) == 1 else 'shards'} {', '.join(unfinished)}")
+        if not parts:
+            parts = _strings(p.get("reasons")) or ["an incomplete shard set"]
+        out.append(f"Partial merge: {'; '.join(parts)} — this report does not cover the whole suite")
+    by_file: dict[str, list[SkippedLine]] = {}
+    for line in skipped:
+        by_file.setdefault(Path(line.path).name, []).append(line)
+    for name, lines in by_file.items():
+        shown = "; ".join(f"line {x.line}: {x.reason}" for x in lines[:MAX_SKIPPED_SHOWN])
+        more = f"; and {len(lines) - MAX_SKIPPED_SHOWN} more" if len(lines) > MAX_SKIPPED_SHOWN else ""
+        out.append(f"{name}: {_plural(len(lines), 'line')} skipped: {shown}{more} "
+                   "(their cells are missing from this report)")
+    merge = info.get("merge")
+    merged_skips = merge.get("skipped_lines") if isinstance(merge, Mapping) else None
+    if isinstance(merged_skips, list) and merged_skips:
+        items = [x for x in merged_skips if isinstance(x, Mapping)]
+        shown = "; ".join(f"{x.get('run_id', '?')} results.jsonl line {x.get('line', '?')}: {x.get('reason', '?')}"
+                          for x in items[:MAX_SKIPPED_SHOWN])
+        more = f"; and {len(items) - MAX_SKIPPED_SHOWN} more" if len(items) > MAX_SKIPPED_SHOWN else ""
+        out.append(f"Merged from shards with unreadable lines: {_plural(len(merged_skips), 'line')} skipped: "
+                   f"{shown}{more} (their cells may be missing from this report)")
+    return out
+
+
 def build_report(
     records: Iterable[Record],
     run_info: Mapping[str, Any] | None = None,
     *,
     run_dir: Path | None = None,
+    skipped: Sequence[SkippedLine] = (),
 ) -> Report:
     """Build the row model of a run from its records and its ``run.json`` dict.
 
     ``run_dir`` (the run folder) lets the per-layer views read the ``amax.json`` artifacts the
-    records name; without it the report has everything else.
+    records name; without it the report has everything else. ``skipped`` (lines of
+    ``results.jsonl`` that could not be read) become warnings at the top of the report.
     """
     # The views build on this module's rows, so they are imported here, not at the top.
     from qdqbench.report import layers, views
@@ -734,6 +788,7 @@ def build_report(
         amax=tuple(layers.amax_tables(ok, run_dir)),
         sensitivity=tuple(layers.sensitivity_views(ok)),
         traces=tuple(layers.recipe_traces(ok)),
+        warnings=tuple(run_warnings(info, skipped)),
     )
 
 

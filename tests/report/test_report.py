@@ -495,3 +495,87 @@ def test_a_pair_whose_quantized_cells_all_failed_counts_as_not_passing():
     assert parse(html).classes["pair-x-qnli"] == "fail"
     assert ">no verdict<" in row_html(html, "pair-x-qnli")
     assert "| x | qnli | ❌ no verdict | 0 / 0 |" in render_markdown(report)
+
+
+# ----------------------------------------------------------------------------------------------
+# damaged run folders: never a silent drop, never a traceback
+
+
+def _damage(results: Path) -> tuple[int, int]:
+    """Binary garbage as line 3, a torn last line (no newline); their line numbers."""
+    lines = results.read_bytes().splitlines(keepends=True)
+    lines.insert(2, b"\x00\x9c\xff\xfeGARBAGE\xc3\x28\n")
+    results.write_bytes(b"".join(lines) + b'{"cell": "bert-base-sst2/sst2/int8-max/torch/acc')
+    return 3, len(lines) + 1
+
+
+def test_skipped_lines_are_warned_about_and_shown_at_the_top(tmp_path: Path, capsys):
+    run_dir = make_run(tmp_path, run_records())
+    garbage, torn = _damage(run_dir / "results.jsonl")
+    capsys.readouterr()
+    out = {p.name: p.read_text(encoding="utf-8") for p in write_report(run_dir)}
+    err = capsys.readouterr().err
+    path = run_dir / "results.jsonl"
+    assert f"warning: {path}: line {garbage} skipped: not UTF-8" in err
+    assert f"warning: {path}: line {torn} skipped: torn last line" in err
+    note = (f"results.jsonl: 2 lines skipped: line {garbage}: not UTF-8 (byte 1); "
+            f"line {torn}: torn last line (")
+    md = out["report.md"]
+    assert note in md and md.splitlines()[2].startswith("> ⚠️ **results.jsonl: 2 lines skipped")
+    html = out["report.html"]
+    assert note in html and html.index('id="warnings"') < html.index('id="verdict"')
+    assert 'id="acc-' in html  # every readable record is still there
+    assert len(load_report(run_dir).accuracy) == len(build_report(run_records()).accuracy)
+    from qdqbench.cli import main
+
+    capsys.readouterr()
+    assert main(["report", str(run_dir), "--format", "md"]) == 0
+    err = capsys.readouterr().err
+    assert f"line {garbage} skipped" in err and f"line {torn} skipped" in err
+
+
+def test_a_clean_run_has_no_warnings(written):
+    assert 'id="warnings"' not in written["report.html"] and "⚠️ **" not in written["report.md"]
+
+
+def test_one_torn_line_reads_as_one_line(tmp_path: Path):
+    run_dir = make_run(tmp_path, run_records())
+    results = run_dir / "results.jsonl"
+    n = results.read_bytes().count(b"\n")
+    results.write_bytes(results.read_bytes() + b'{"cell": "x", "sta')
+    report = load_report(run_dir)
+    assert report.warnings[0].startswith(f"results.jsonl: 1 line skipped: line {n + 1}: torn last line (")
+
+
+@pytest.mark.parametrize("data, expected", [
+    (b'{"run_id": "x", \xff\xfe', "run.json is damaged (not UTF-8"),
+    (b'{"run_id": "x",', "run.json is damaged (not valid JSON"),
+    (b'"a string"', "run.json is damaged (a JSON str"),
+])
+def test_a_damaged_run_json_is_one_line_naming_it(tmp_path: Path, capsys, data, expected):
+    run_dir = make_run(tmp_path, run_records())
+    (run_dir / "run.json").write_bytes(data)
+    with pytest.raises(QdqbenchError) as exc:
+        load_report(run_dir)
+    msg = str(exc.value)
+    assert "\n" not in msg and msg.startswith(f"{run_dir / 'run.json'}: ") and expected in msg
+    from qdqbench.cli import main
+
+    capsys.readouterr()
+    assert main(["report", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    flat = "".join(err.split())  # the CLI's console may wrap a long line
+    assert "Traceback" not in err and "".join(f"{run_dir / 'run.json'}: run.json is damaged".split()) in flat
+
+
+def test_binary_garbage_everywhere_does_not_crash(tmp_path: Path, capsys):
+    run_dir = make_run(tmp_path, run_records())
+    noise = bytes(b for b in range(256) if b != 0x0A) * 8  # every byte but the newline
+    (run_dir / "results.jsonl").write_bytes(noise + b"\n[1, 2]\n42\n{}\n")
+    report = load_report(run_dir)
+    assert report.accuracy == () and len(report.warnings) == 1
+    assert report.warnings[0].startswith("results.jsonl: 4 lines skipped: line 1: not UTF-8")
+    assert "line 4: not a result record" in report.warnings[0]
+    paths = write_report(run_dir)
+    assert "4 lines skipped" in (run_dir / "report.md").read_text(encoding="utf-8") and len(paths) > 2
+    assert capsys.readouterr().err.count("warning: ") == 8  # 4 lines, read twice (load, write)
