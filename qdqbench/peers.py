@@ -576,7 +576,7 @@ def _build_modelopt_onnx(settings: ModelOptSettings, fp32_onnx: Path, out: Path,
 
 
 def _ort_requirement(_: Any) -> tuple[tuple[str, str, str], ...]:
-    return (("onnxruntime", "onnxruntime", "onnxruntime"),)
+    return (("onnxruntime", "onnxruntime", "qdqbench[cpu]"),)
 
 
 def _modelopt_requirement(settings: ModelOptSettings) -> tuple[tuple[str, str, str], ...]:

@@ -105,3 +105,20 @@ def test_merge_compare_history_need_no_heavy_packages(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
     assert (tmp_path / "m" / "report.html").is_file() and (tmp_path / "b" / "compare.html").is_file()
+
+
+def test_shard_job_installs_gpu_engines_and_runs_doctor_first():
+    wf = yaml.safe_load(WORKFLOW.read_text(encoding="utf-8"))
+    steps = wf["jobs"]["shard"]["steps"]
+    names = [s.get("name", "") for s in steps]
+    install = steps[names.index("Install")]["run"]
+    assert "'.[gpu," in install and "[gpu]" not in wf["jobs"]["merge"]["steps"][2]["run"]
+    assert "pip install onnxruntime" not in install  # the CPU build would overwrite onnxruntime-gpu
+    doctor_i = next(i for i, s in enumerate(steps) if "qdqbench doctor" in s.get("run", ""))
+    run_i = next(i for i, s in enumerate(steps) if "qdqbench run" in s.get("run", ""))
+    assert doctor_i < run_i
+    doctor = steps[doctor_i]["run"]
+    assert 'qdqbench doctor "$SUITE"' in doctor and "$GITHUB_STEP_SUMMARY" in doctor
+    assert 'exit "$rc"' in doctor  # a runner that cannot run the suite stops here
+    upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-artifact"))
+    assert "!shards/**/ort_trt_engines/" in upload["with"]["path"]

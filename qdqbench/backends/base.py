@@ -10,7 +10,7 @@ back; ``Session.info`` holds the engine facts that support that claim.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -121,3 +121,43 @@ def feeds_shape(feeds: Feeds) -> tuple[int, int]:
     if arr.ndim != 2:
         raise BackendError(f"feeds must be 2-D (batch, seq); got shape {arr.shape}")
     return int(arr.shape[0]), int(arr.shape[1])
+
+
+def predict_in_profile(feeds: Feeds, run: Callable[[Feeds], np.ndarray], lo: tuple[int, int],
+                       hi: tuple[int, int], *, seq_output: bool, pad_id: int = 0) -> np.ndarray:
+    """Run ``run`` on ``feeds`` reshaped to fit an engine's (batch, seq) profile [lo, hi].
+
+    Engines built for the timed shapes (TensorRT, ONNX Runtime's TensorRT EP) refuse other shapes,
+    while accuracy batches have their own: a batch is split into chunks of at most ``hi`` rows,
+    a chunk smaller than ``lo`` rows is filled up with copies of its first row (BERT rows never
+    interact), and a sequence shorter than ``lo`` is padded
+    with masked tokens (``pad_id``, attention mask 0, token type 0), which the attention mask
+    keeps out of every real position. Padding is cut from the output again (rows always; the
+    sequence axis, axis 1, when ``seq_output``). A sequence longer than ``hi`` is a BackendError.
+    """
+    batch, seq = feeds_shape(feeds)
+    (lo_b, lo_s), (hi_b, hi_s) = lo, hi
+    if seq > hi_s:
+        raise BackendError(f"sequence length {seq} is longer than the engine profile allows ({hi_s}); "
+                           f"add a shape with seq >= {seq} to the suite's shapes")
+    width = max(seq, lo_s)
+    outs = []
+    for start in range(0, batch, hi_b):
+        chunk = {k: v[start:start + hi_b] for k, v in feeds.items()}
+        rows = len(next(iter(chunk.values())))
+        height = max(rows, lo_b)
+        if (height, width) != (rows, seq):
+            padded = {}
+            for name, arr in chunk.items():
+                fill = pad_id if name == "input_ids" else 0
+                out = np.full((height, width), fill, dtype=arr.dtype)
+                out[:rows, :seq] = arr
+                out[rows:, :seq] = arr[0]
+                padded[name] = out
+            chunk = padded
+        result = np.asarray(run(chunk))
+        result = result[:rows]
+        if seq_output and result.ndim >= 2 and width != seq:
+            result = result[:, :seq]
+        outs.append(result)
+    return np.concatenate(outs, axis=0)

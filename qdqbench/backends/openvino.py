@@ -131,7 +131,7 @@ class OpenVINOBackend:
         try:
             import openvino  # noqa: F401
         except ImportError:
-            return "openvino is not installed (pip install openvino)"
+            return "openvino is not installed: pip install 'qdqbench[cpu]' (or 'qdqbench[openvino]')"
         return None
 
     def prepare(self, artifact: Path, precision: str, shapes: list, threads: int | None = None, *,

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from qdqbench.backends.base import (Feeds, check_onnx_file, check_precision, feeds_shape,
-                                    one_line, select_feeds)
+                                    one_line, predict_in_profile, select_feeds)
 from qdqbench.errors import BackendError
 
 Dims = tuple[int, int]
@@ -118,6 +118,21 @@ def optimization_profile(shapes: list, input_names: list[str]) -> dict[str, tupl
     hi = (max(b for b, _ in pairs), max(s for _, s in pairs))
     opt = max(pairs, key=lambda p: (p[0] * p[1], p[0]))
     return {name: (lo, opt, hi) for name in input_names}
+
+
+# INT8 tensor-core kernels, which TensorRT's INT8 needs, start with Turing (compute capability 7.5).
+MIN_INT8_CAPABILITY = (7, 5)
+
+
+def int8_capability_problem(engine: str, precision: str, gpu: str,
+                            capability: tuple[int, int] | None) -> str | None:
+    """One line when ``precision`` is int8 and the GPU has no INT8 tensor cores, else None."""
+    if precision != "int8" or capability is None or tuple(capability) >= MIN_INT8_CAPABILITY:
+        return None
+    cc = ".".join(str(c) for c in capability)
+    need = ".".join(str(c) for c in MIN_INT8_CAPABILITY)
+    return (f"{engine}: INT8 needs a GPU with INT8 tensor cores (compute capability >= {need}, "
+            f"Turing or newer); {gpu} is {cc}")
 
 
 def file_sha256(path: Path) -> str:
@@ -247,7 +262,22 @@ class TensorRTSession:
             raise BackendError(f"tensorrt inference failed: {err}")
 
     def predict(self, feeds: Feeds) -> np.ndarray:
-        """The first output as float32 (host copy after the stream finished)."""
+        """The first output as float32 (host copy after the stream finished).
+
+        Batches outside the engine's profile (accuracy batches are not the timed shapes) are split,
+        filled up and padded to fit it (``base.predict_in_profile``).
+        """
+        profile = self.info.get("profile") or {}
+        dims = profile.get(self._inputs[0]) if self._inputs else None
+        if not dims:
+            return self._predict_one(feeds)
+        lo, _, hi = (tuple(d) for d in dims)
+        # A dynamic second output axis (-1) is the sequence: padding is cut from it again.
+        shape = tuple(self._engine.get_tensor_shape(self._outputs[0]))
+        seq_output = len(shape) >= 2 and shape[1] == -1
+        return predict_in_profile(feeds, self._predict_one, lo, hi, seq_output=seq_output)
+
+    def _predict_one(self, feeds: Feeds) -> np.ndarray:
         self._bind(feeds)
         self._enqueue_checked()
         self._stream.synchronize()
@@ -369,13 +399,17 @@ class TensorRTBackend:
         try:
             import tensorrt  # noqa: F401
         except ImportError:
-            return "tensorrt is not installed (pip install tensorrt)"
+            return "TensorRT not importable: pip install 'qdqbench[gpu]'"
+        except Exception as exc:  # a broken install: the wheel is there, a CUDA library is not
+            return f"TensorRT not importable ({one_line(exc, 200)}): pip install 'qdqbench[gpu]'"
         try:
             import torch
         except ImportError:
             return "torch is not installed (the tensorrt backend uses torch.cuda for buffers)"
         if not torch.cuda.is_available():
-            return "no CUDA GPU (torch.cuda.is_available() is False)"
+            why = "a CPU-only torch build" if not torch.version.cuda else "no CUDA GPU or driver visible"
+            return (f"no CUDA GPU for torch ({why}; torch {torch.__version__}): the tensorrt backend "
+                    "needs a CUDA build of torch on a GPU machine")
         return None
 
     def prepare(self, artifact: Path, precision: str, shapes: list, threads: int | None = None, *,
@@ -404,10 +438,13 @@ class TensorRTBackend:
                           has_strongly_typed_flag=hasattr(trt.NetworkDefinitionCreationFlag,
                                                           "STRONGLY_TYPED"),
                           strongly_typed=strongly_typed, int8_float=float_precision)
-        input_names = _onnx_input_names(artifact)
+        input_names = onnx_input_names(artifact)
         profile = optimization_profile(shapes, input_names)
         gpu = torch.cuda.get_device_name()
         cc = torch.cuda.get_device_capability()
+        problem = int8_capability_problem("tensorrt", precision, gpu, cc)
+        if problem:
+            raise BackendError(problem)
         key = engine_cache_key(file_sha256(artifact), trt_version=version, gpu_name=gpu,
                                compute_capability=cc, profile=profile, plan=plan)
         cache = Path(cache_dir) if cache_dir else artifact.parent / "trt_engines"
@@ -496,7 +533,7 @@ def _parser_error(err: Any) -> str:
         return str(err).replace("\n", " ")
 
 
-def _onnx_input_names(path: Path) -> list[str]:
+def onnx_input_names(path: Path) -> list[str]:
     """Graph inputs of an ONNX file that are not initializers (weights not loaded)."""
     import onnx
 
