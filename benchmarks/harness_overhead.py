@@ -2,7 +2,7 @@
 
 Run by ``engine_speed.py`` in a fresh process (thread pools pinned like a timing worker):
 
-1. **no-op loop**: ``qdqbench.timing.measure`` around a callable that does nothing, with the same
+1. **no-op loop**: ``qdqbench.engines.timing.measure`` around a callable that does nothing, with the same
    ``TimingSettings`` as the engine rows. Its samples are the in-sample cost of the loop (one
    ``perf_counter_ns`` read and one Python call), and its wall time per iteration is the whole
    per-iteration cost (the clock reads, the store, the stopping test) that the throughput figure
@@ -31,7 +31,7 @@ import numpy as np
 
 def noop_overhead(settings: Any) -> dict[str, float]:
     """Per-iteration cost of ``measure`` around a no-op: in-sample and whole-loop, in ns."""
-    from qdqbench.timing import measure
+    from qdqbench.engines.timing import measure
 
     stats = measure(lambda: None, settings, batch=1, seq=1, method="no-op")
     samples_ns = np.asarray(stats.samples_ms) * 1e6
@@ -62,7 +62,7 @@ def profiler_gap(model: Path, feeds_npz: Path, threads: int, iters: int, warmup:
         feeds = {name: np.ascontiguousarray(npz[name]) for name in npz.files}
     with tempfile.TemporaryDirectory(prefix="qdqbench-profile-") as tmp:
         so = ort.SessionOptions()
-        # The onnxruntime backend's settings (qdqbench.backends.onnxruntime.prepare).
+        # The onnxruntime backend's settings (qdqbench.engines.onnxruntime.prepare).
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.intra_op_num_threads = threads
@@ -80,7 +80,7 @@ def profiler_gap(model: Path, feeds_npz: Path, threads: int, iters: int, warmup:
             run(binding)
         pc = time.perf_counter_ns
         host = [0] * iters
-        # The same loop body as qdqbench.timing.measure: clock, call, clock, store.
+        # The same loop body as qdqbench.engines.timing.measure: clock, call, clock, store.
         for i in range(iters):
             t0 = pc()
             run(binding)
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
 
-    from qdqbench.timing import TimingSettings
+    from qdqbench.engines.timing import TimingSettings
 
     result: dict[str, Any] = {"noop": noop_overhead(TimingSettings.from_dict(json.loads(args.settings)))}
     if args.model is not None:

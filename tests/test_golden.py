@@ -21,14 +21,14 @@ SUITES = sorted((REPO / "suites").glob("*.yaml"))
 
 def cell_ids() -> dict[str, list[str]]:
     """Every shipped suite's expanded cell ids, in run order."""
-    from qdqbench.suite import expand, load_suite
+    from qdqbench.config.suite import expand, load_suite
 
     return {p.name: [c.id for c in expand(load_suite(p))] for p in SUITES}
 
 
 def summarise(run_dir: Path) -> dict[str, dict]:
     """What must not move: per non-latency cell, status, precision, metric values and verdict."""
-    from qdqbench.results import load_records
+    from qdqbench.core.results import load_records
 
     out = {}
     for r in load_records(run_dir):

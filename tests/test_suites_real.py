@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from qdqbench.cli import main
-from qdqbench.results import load_records
+from qdqbench.core.results import load_records
 
 REPO = Path(__file__).resolve().parents[1]
 FAST_TIMING = ["--set", "timing.min_duration_s=0.2", "--set", "timing.min_iters=5",

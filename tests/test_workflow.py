@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from qdqbench.gates import parse_gate
+from qdqbench.review.gates import parse_gate
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW = REPO / ".github" / "workflows" / "nightly-gpu.yml"
@@ -77,8 +77,10 @@ def test_merge_compare_history_need_no_heavy_packages(tmp_path):
                     raise ImportError("blocked in this test: " + name)
         sys.meta_path.insert(0, Block())
         import json, pathlib, argparse
-        from qdqbench import compare, merge, history
-        from qdqbench.results import Metric, Record, ResultStore, write_json_atomic
+        from qdqbench.review import compare
+        from qdqbench.run import merge
+        from qdqbench.review import history
+        from qdqbench.core.results import Metric, Record, ResultStore, write_json_atomic
         root = pathlib.Path({str(tmp_path)!r})
         suite = {json.dumps({"name": "t", "models": {"m": {"path": "/m", "tasks": ["sst2"]}},
                              "tasks": {"sst2": {}}, "schemes": {"fp32": {"kind": "fp32"}}})}

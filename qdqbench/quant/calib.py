@@ -86,7 +86,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from qdqbench.errors import CalibrationError, did_you_mean
+from qdqbench.core.errors import CalibrationError, did_you_mean
 
 __all__ = [
     "CALIBRATION_METHODS",

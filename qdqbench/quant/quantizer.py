@@ -23,7 +23,7 @@ from typing import Iterator, Literal
 import torch
 from torch import nn
 
-from qdqbench.errors import CalibrationError, ExportError
+from qdqbench.core.errors import CalibrationError, ExportError
 from qdqbench.quant.calib import make_calibrator
 
 Mode = Literal["quantize", "calibrate", "disabled"]

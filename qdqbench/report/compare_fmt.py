@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from qdqbench.compare import Comparison, MetricDelta
+from qdqbench.review.compare import Comparison, MetricDelta
 from qdqbench.report.rows import (
     DASH,
     fmt_db,

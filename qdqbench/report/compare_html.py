@@ -13,8 +13,8 @@ from html import escape
 from typing import Any, Iterable, Sequence
 
 from qdqbench import __version__
-from qdqbench.compare import SIGNIFICANCE_RULES, CellDelta, Comparison, MetricDelta
-from qdqbench.gates import GateOutcome
+from qdqbench.review.compare import SIGNIFICANCE_RULES, CellDelta, Comparison, MetricDelta
+from qdqbench.review.gates import GateOutcome
 from qdqbench.report.compare_fmt import (
     delta_class,
     fmt_ci,

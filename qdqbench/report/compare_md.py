@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from qdqbench.compare import SIGNIFICANCE_RULES, Comparison
-from qdqbench.gates import GateOutcome
+from qdqbench.review.compare import SIGNIFICANCE_RULES, Comparison
+from qdqbench.review.gates import GateOutcome
 from qdqbench.report.compare_fmt import (
     fmt_delta,
     fmt_relative,

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from qdqbench.report.rows import DASH, _Anchors, _int, fmt_ms
-from qdqbench.results import Record
+from qdqbench.core.results import Record
 
 # An amax at least this many times the median of its quantizer type (across layers) is an
 # outlier: one activation range that large spends most of the 256 levels on a few values.

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
-from qdqbench.results import Record, SkippedLine
-from qdqbench.suite import PEER_SCHEME_KINDS
+from qdqbench.core.results import Record, SkippedLine
+from qdqbench.config.suite import PEER_SCHEME_KINDS
 
 if TYPE_CHECKING:
     from qdqbench.report.layers import AmaxTable, RecipeTrace, SensitivityView

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from qdqbench.errors import TaskError, did_you_mean
+from qdqbench.core.errors import TaskError, did_you_mean
 from qdqbench.tasks import glue, squad
 from qdqbench.tasks.base import MetricSpec, TextExample, TextTask
 from qdqbench.tasks.glue import GlueTask, align_labels

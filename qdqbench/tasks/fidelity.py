@@ -16,7 +16,7 @@ import re
 
 import numpy as np
 
-from qdqbench.results import Metric
+from qdqbench.core.results import Metric
 
 
 def pydoc_paragraphs() -> list[str]:

@@ -24,8 +24,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from qdqbench import metrics
-from qdqbench.errors import TaskError, did_you_mean
+from qdqbench.tasks import metrics
+from qdqbench.core.errors import TaskError, did_you_mean
 from qdqbench.tasks.base import MetricSpec, TextExample
 
 HUB_DATASET = "nyu-mll/glue"

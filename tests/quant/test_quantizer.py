@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from qdqbench.errors import CalibrationError
+from qdqbench.core.errors import CalibrationError
 from qdqbench.quant.quantizer import (FakeQuantize, QuantLinear, TensorQuantizer, calibrating,
                                       finish_calibration, name_quantizers, quantizers,
                                       quantizers_disabled, sqnr_db)

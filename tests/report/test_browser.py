@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from qdqbench.cli import main
-from qdqbench.results import load_records
+from qdqbench.core.results import load_records
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

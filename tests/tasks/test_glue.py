@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qdqbench.errors import TaskError
+from qdqbench.core.errors import TaskError
 from qdqbench.tasks import GLUE_TASKS, TASK_NAMES, align_labels, get_task
 from qdqbench.tasks.base import TextExample
 
@@ -522,7 +522,7 @@ def test_registry_names():
 
 def test_importing_tasks_loads_no_heavy_modules():
     code = (
-        "import sys, qdqbench.tasks, qdqbench.stats, qdqbench.metrics; "
+        "import sys, qdqbench.tasks, qdqbench.core.stats, qdqbench.tasks.metrics; "
         "print(sorted({m.split('.')[0] for m in sys.modules} & "
         "{'torch', 'transformers', 'sklearn', 'scipy', 'pandas', 'datasets'}))"
     )

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qdqbench.errors import TaskError
-from qdqbench.evaluate import run_batches
-from qdqbench.stats import bootstrap_ci, paired_bootstrap_delta
+from qdqbench.core.errors import TaskError
+from qdqbench.tasks.evaluate import run_batches
+from qdqbench.core.stats import bootstrap_ci, paired_bootstrap_delta
 from qdqbench.tasks import GLUE_TASKS, TASK_NAMES, get_task
 from qdqbench.tasks.squad import (
     QAExample,

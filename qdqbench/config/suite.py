@@ -1,0 +1,598 @@
+"""Suite files: YAML → validated ``Suite`` → ``expand()`` → the cells of the matrix.
+
+A suite is data (``yaml.safe_load``; no tags that execute code), validated by pydantic with errors
+that name the file, the key and, where useful, "did you mean". Validation checks references
+between sections (a model's tasks must be defined, a backend must be known) and never touches
+the network or imports torch, so ``qdqbench ls`` and ``validate`` stay fast.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from qdqbench.core.errors import SuiteError, did_you_mean
+
+BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
+GROUPS = ("linear", "matmul", "residual")
+CALIBRATION_METHODS = ("max", "entropy", "percentile", "mse")
+TASK_KINDS = ("glue", "squad", "embedding-fidelity")
+
+
+# Suite, model, task and scheme names become path components (the run folder, artifacts/<model>/
+# <task>/<scheme>/) and parts of "/"-joined cell ids, so each must be one harmless component:
+# no separators, no "..", no leading dot (hidden) or dash (read as an option), no spaces or ":".
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
+SAFE_NAME_RULE = "letters, digits, '.', '_', '-', '+'; starting with a letter or digit; at most 100 characters"
+
+
+def _safe_name(name: str) -> str:
+    # fullmatch, not "^...$": "$" would also accept a trailing newline.
+    if not SAFE_NAME.fullmatch(name):
+        raise ValueError(f"{name!r} is not a safe name ({SAFE_NAME_RULE})")
+    return name
+
+
+SafeName = Annotated[str, AfterValidator(_safe_name)]
+
+
+class _Strict(BaseModel):
+    # No inf or nan anywhere: a non-finite duration, bound or rate makes no sense, and JSON (the
+    # stored suite.json a resume reads back) cannot hold them.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class ModelSpec(_Strict):
+    """Where a model's weights come from (exactly one of hub, path, package) and its tasks."""
+
+    hub: str | None = None
+    revision: str | None = None
+    path: str | None = None
+    package: str | None = None
+    tasks: list[str] = Field(min_length=1)
+    max_length: int = Field(128, ge=8, le=4096)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ModelSpec":
+        given = [k for k in ("hub", "path", "package") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of hub, path, package (got {', '.join(given) or 'none'})")
+        return self
+
+    @property
+    def source(self) -> tuple[str, str]:
+        """(kind, reference): ('hub', id) | ('path', dir) | ('package', name)."""
+        for k in ("hub", "path", "package"):
+            if getattr(self, k):
+                return k, getattr(self, k)
+        raise AssertionError("unreachable: validated to have one source")
+
+
+class TaskSpec(_Strict):
+    """A task: GLUE classification/regression, SQuAD v1.1, or the offline embedding-fidelity task."""
+
+    kind: Literal["glue", "squad", "embedding-fidelity"] = "glue"
+    name: str | None = None  # registry name; defaults to the suite key ("squad" for kind squad)
+    data_dir: str | None = None  # GLUE layout folder (glue_data/<TASK>/...) or SQuAD json folder; None: the Hub
+    eval_limit: int | None = Field(None, ge=1)  # score only the first N dev examples (smoke runs)
+    eval_batch_size: int = Field(32, ge=1)
+    max_length: int | None = Field(None, ge=8, le=4096)  # overrides the model's max_length
+    # SQuAD: window stride over long contexts, and whether calibration may use held-out dev
+    # paragraphs when no train split is available locally (recorded as a deviation).
+    doc_stride: int = Field(128, ge=1)
+    max_query_length: int = Field(64, ge=1)
+    allow_dev_calibration: bool = False
+    # embedding-fidelity: texts from Python's own documentation (pydoc_data.topics), offline.
+    texts: int = Field(256, ge=8)
+
+
+class CalibrationSpec(_Strict):
+    """How activation ranges are calibrated."""
+
+    method: Literal["max", "entropy", "percentile", "mse"] = "max"
+    percentile: float = Field(99.99, gt=0, le=100)
+    samples: int = Field(128, ge=1)
+    batch_size: int = Field(16, ge=1)
+    num_bins: int = Field(2048, ge=128)
+    seed: int = 0
+
+
+class QATSpec(_Strict):
+    """Quantization-aware fine-tuning of the calibrated variant (Wu et al.: ~10% of the original
+    schedule at ~1% of its learning rate, cosine annealing). Without ``steps``/``lr`` the original
+    schedule is read from the checkpoint's ``finetune.json`` (or given as ``original``)."""
+
+    steps: int | None = Field(None, ge=1)
+    fraction: float = Field(0.1, gt=0, le=10)
+    lr: float | None = Field(None, gt=0)
+    lr_fraction: float = Field(0.01, gt=0, le=1)
+    batch_size: int | None = Field(None, ge=1)
+    warmup: int = Field(0, ge=0)
+    original: dict[str, float] | None = None  # lr, epochs, batch_size, train_examples
+    max_train_examples: int | None = Field(None, ge=1)
+    checkpoint_every: int | None = Field(None, ge=1)
+
+
+class AutoSpec(_Strict):
+    """``recipe: auto``: calibrators, then partial quantization, then QAT; keep the fastest
+    variant on the target engine that meets the bound, within the budget."""
+
+    calibrators: list[str] = Field(default_factory=lambda: ["max", "percentile-99.99", "percentile-99.999",
+                                                              "entropy", "mse"])
+    partial: bool = True
+    qat: bool = True
+    max_evaluations: int = Field(40, ge=1)
+    max_minutes: float = Field(30.0, gt=0)
+    selection_examples: int = Field(512, ge=16)  # held out of the train split: choices never see dev
+    # Fraction of the accuracy bound a candidate must leave unused on the selection split. The
+    # split comes from training data, which flatters a fine-tuned model: on STS-B a calibration
+    # that passed it by 0.1 pt missed the bound on dev by 0.5 pt. 0.25 checks at 75% of the bound.
+    headroom: float = Field(0.0, ge=0, lt=1)
+    target_backend: str | None = None  # engine whose latency decides; default: the first engine
+
+    @field_validator("calibrators")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        for c in v:
+            method = c.replace(":", "-").split("-", 1)[0]
+            if method not in CALIBRATION_METHODS:
+                raise ValueError(f"unknown calibrator '{c}'{did_you_mean(method, CALIBRATION_METHODS)}")
+        if not v:
+            raise ValueError("give at least one calibrator")
+        return v
+
+
+PEER_SCHEME_KINDS = ("ort-dynamic", "ort-static", "modelopt")
+
+
+class SchemeSpec(_Strict):
+    """fp32 (the baseline), a QDQBERT variant (bits, groups, weights, calibration, skips), or a
+    peer recipe (``ort-dynamic``, ``ort-static``, ``modelopt``) with its own ``peer`` settings."""
+
+    kind: Literal["fp32", "qdq", "ort-dynamic", "ort-static", "modelopt"] = "qdq"
+    bits: int = Field(8, ge=4, le=8)
+    # Weights on a narrower grid than activations; 7 avoids int16 saturation of ONNX Runtime's
+    # u8×s8 kernels on x86 CPUs without VNNI (its "reduce_range").
+    weight_bits: int | None = Field(None, ge=4, le=8)
+    groups: list[Literal["linear", "matmul", "residual"]] = Field(default_factory=lambda: list(GROUPS))
+    weights: Literal["per-channel", "per-tensor"] = "per-channel"
+    calibration: CalibrationSpec = Field(default_factory=CalibrationSpec)
+    skip: list[str] = Field(default_factory=list)
+    clip_gelu: float | None = Field(None, gt=0)  # GELU10-style clip of the FFN second linear's input amax
+    fuse_qkv: bool = False  # one range for Q, K and V (engines that run them as one GEMM)
+    qat: QATSpec | None = None
+    recipe: Literal["fixed", "auto"] = "fixed"
+    auto: AutoSpec = Field(default_factory=AutoSpec)
+    peer: dict[str, Any] = Field(default_factory=dict)  # settings of a peer recipe, validated by qdqbench.quant.peers
+
+    @model_validator(mode="after")
+    def _kind_settings(self) -> "SchemeSpec":
+        if self.kind == "qdq" and not self.groups:
+            raise ValueError("a qdq scheme needs at least one group (linear, matmul, residual)")
+        if self.kind in PEER_SCHEME_KINDS:
+            from qdqbench.quant.peers import missing_requirement, validate_settings
+
+            validate_settings(self.kind, self.peer)  # its error names the key, with did-you-mean
+            missing = missing_requirement(self.kind, self.peer)
+            if missing:
+                raise ValueError(missing)
+        elif self.peer:
+            raise ValueError(f"'peer' settings belong to a peer scheme kind ({', '.join(PEER_SCHEME_KINDS)})")
+        return self
+
+    @property
+    def is_peer(self) -> bool:
+        """True for ONNX Runtime / ModelOpt recipes (no torch model of their own)."""
+        return self.kind in PEER_SCHEME_KINDS
+
+
+class ShapesSpec(_Strict):
+    """Timed input shapes: every batch size × every sequence length."""
+
+    batch: list[int] = Field(default_factory=lambda: [1, 8])
+    seq: list[int] = Field(default_factory=lambda: [128])
+
+    @field_validator("batch", "seq")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if not v or any(x < 1 for x in v):
+            raise ValueError("must be a non-empty list of positive integers")
+        return v
+
+
+class AccuracySpec(_Strict):
+    """The accuracy bound: relative (int8 ≥ (1−bound)·fp32) or absolute (points of the metric)."""
+
+    bound: float = Field(0.01, ge=0)
+    mode: Literal["relative", "absolute"] = "relative"
+    bootstrap: int = Field(1000, ge=0)  # resamples for confidence intervals; 0 disables them
+
+
+class TorchTimingSpec(_Strict):
+    """Latency rows for the torch model itself: fp32 (or fp16/bf16) eager, INT8 schemes fake-quant."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    float_precision: Literal["fp32", "fp16", "bf16"] = "fp32"  # dtype of the fp32 scheme's rows
+    cuda_graph: bool = False  # time CUDA-graph replay (launch overhead removed)
+
+
+class TimingSpec(_Strict):
+    """How latency is measured (each engine in its own process)."""
+
+    threads: int | None = Field(None, ge=1)
+    warmup_s: float = Field(1.0, ge=0)
+    warmup_iters: int = Field(10, ge=0)
+    min_iters: int = Field(50, ge=1)
+    min_duration_s: float = Field(3.0, ge=0)
+    max_duration_s: float = Field(60.0, gt=0)
+    # onnxruntime fp32 rows: time the plain ORT_ENABLE_ALL graph and ORT's transformer fusion,
+    # and report the faster as the fp32 baseline (both figures kept), so no speedup is measured
+    # against a weak baseline.
+    best_fp32: bool = True
+    torch: TorchTimingSpec | None = None  # set to time the torch model too (off by default)
+
+    @model_validator(mode="after")
+    def _durations(self) -> "TimingSpec":
+        # The cap wins in timing.py, so a minimum above it would silently never be reached.
+        if self.min_duration_s > self.max_duration_s:
+            raise ValueError(f"min_duration_s ({self.min_duration_s:g}) is longer than "
+                             f"max_duration_s ({self.max_duration_s:g})")
+        return self
+
+
+class OutputSpec(_Strict):
+    """Where run folders go."""
+
+    dir: str = "reports"
+    formats: list[Literal["html", "md", "csv"]] = Field(default_factory=lambda: ["html", "md", "csv"])
+
+
+def _backend_name(name: str) -> str:
+    from qdqbench.engines import check_backend_name
+    from qdqbench.core.errors import BackendError
+
+    try:
+        return check_backend_name(name)
+    except BackendError as exc:
+        raise ValueError(str(exc)) from None
+
+
+class Suite(_Strict):
+    """A validated suite: the model × task × scheme × backend × shape matrix and its settings."""
+
+    name: SafeName
+    description: str = ""
+    models: dict[SafeName, ModelSpec] = Field(min_length=1)
+    tasks: dict[SafeName, TaskSpec] = Field(min_length=1)
+    schemes: dict[SafeName, SchemeSpec] = Field(min_length=1)
+    # Engines by name; "openvino@bf16", "tensorrt@fp16" (…) run an engine with reduced-precision
+    # float layers (qdqbench.engines.FLOAT_VARIANTS).
+    backends: list[Annotated[str, AfterValidator(_backend_name)]] = Field(
+        default_factory=lambda: ["torch", "onnxruntime"])
+    shapes: ShapesSpec = Field(default_factory=ShapesSpec)
+    accuracy: AccuracySpec = Field(default_factory=AccuracySpec)
+    timing: TimingSpec = Field(default_factory=TimingSpec)
+    output: OutputSpec = Field(default_factory=OutputSpec)
+    seed: int = 0
+
+    @field_validator("backends")
+    @classmethod
+    def _backends_once(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("a backend is listed twice")
+        return v
+
+    @field_validator("models", "tasks", "schemes")
+    @classmethod
+    def _distinct_folders(cls, v: dict[str, Any]) -> dict[str, Any]:
+        # Keys that differ only in case would share one artifacts folder on macOS and Windows.
+        seen: dict[str, str] = {}
+        for k in v:
+            if k.lower() in seen:
+                raise ValueError(f"keys '{seen[k.lower()]}' and '{k}' differ only in case "
+                                 "(they would share a folder on case-insensitive file systems)")
+            seen[k.lower()] = k
+        return v
+
+    @model_validator(mode="after")
+    def _references(self) -> "Suite":
+        problems = []
+        for mname, m in self.models.items():
+            for t in m.tasks:
+                if t not in self.tasks:
+                    problems.append(
+                        f"models.{mname}.tasks: task '{t}' is not defined in tasks{did_you_mean(t, self.tasks)}"
+                    )
+        fp32 = [k for k, s in self.schemes.items() if s.kind == "fp32"]
+        if len(fp32) != 1:
+            problems.append(f"schemes: exactly one scheme of kind fp32 is needed as the baseline (found {len(fp32)})")
+        if "torch" not in self.backends:
+            problems.append("backends: 'torch' is needed (it is the accuracy reference)")
+        for k, s in self.schemes.items():
+            target = s.auto.target_backend if s.auto is not None else None
+            if target is not None and (target == "torch" or target not in self.backends):
+                problems.append(f"schemes.{k}.auto.target_backend: '{target}' is not one of the suite's engines"
+                                f"{did_you_mean(target, [b for b in self.backends if b != 'torch'])}")
+        peers = [k for k, s in self.schemes.items() if s.is_peer]
+        if peers and self.backends == ["torch"]:
+            problems.append(f"schemes.{peers[0]}: a peer recipe runs on an engine; add one to backends")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def baseline_scheme(self) -> str:
+        """The name of the fp32 scheme."""
+        return next(k for k, s in self.schemes.items() if s.kind == "fp32")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work and one result record; ``id`` is stable across runs of the same suite."""
+
+    model: str
+    task: str
+    scheme: str
+    backend: str
+    kind: str  # accuracy | fidelity | latency | export
+    batch: int | None = None
+    seq: int | None = None
+
+    @property
+    def id(self) -> str:
+        """e.g. ``minilm/sst2/int8-max/onnxruntime/latency/b8s128``."""
+        parts = [self.model, self.task, self.scheme, self.backend, self.kind]
+        if self.batch is not None:
+            parts.append(f"b{self.batch}s{self.seq}")
+        return "/".join(parts)
+
+
+def expand(suite: Suite) -> list[Cell]:
+    """All cells in run order: per model × task, each scheme's accuracy, export, engines, timing."""
+    cells: list[Cell] = []
+    engines = [b for b in suite.backends if b != "torch"]
+    for mname, m in suite.models.items():
+        for tname in m.tasks:
+            task = suite.tasks[tname]
+            score_kind = "fidelity" if task.kind == "embedding-fidelity" else "accuracy"
+            # The baseline first, so every quantized scheme has its fp32 reference to compare with.
+            order = [suite.baseline_scheme] + [s for s in suite.schemes if s != suite.baseline_scheme]
+            for sname in order:
+                scheme = suite.schemes[sname]
+                # fp32 fidelity against itself says nothing; a peer recipe has no torch model.
+                if (score_kind == "accuracy" or scheme.kind != "fp32") and not scheme.is_peer:
+                    cells.append(Cell(mname, tname, sname, "torch", score_kind))
+                if suite.timing.torch is not None and not scheme.is_peer:
+                    for batch in suite.shapes.batch:
+                        for seq in suite.shapes.seq:
+                            cells.append(Cell(mname, tname, sname, "torch", "latency", batch, seq))
+                if not engines:
+                    continue
+                cells.append(Cell(mname, tname, sname, "onnx", "export"))
+                for b in engines:
+                    # fp32 on an engine is scored too: it checks the export against torch.
+                    cells.append(Cell(mname, tname, sname, b, score_kind))
+                    for batch in suite.shapes.batch:
+                        for seq in suite.shapes.seq:
+                            cells.append(Cell(mname, tname, sname, b, "latency", batch, seq))
+    return cells
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _format_loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _known_keys(model: type[BaseModel]) -> tuple[str, ...]:
+    return tuple(model.model_fields)
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model that owns the last key of ``loc`` (for did-you-mean on unknown keys)."""
+    cur: Any = Suite
+    i = 0
+    while i < len(loc) - 1:
+        key = loc[i]
+        if not (isinstance(cur, type) and issubclass(cur, BaseModel)):
+            return None
+        field = cur.model_fields.get(str(key))
+        if field is None:
+            return None
+        ann = field.annotation
+        nxt = {"models": ModelSpec, "tasks": TaskSpec, "schemes": SchemeSpec}.get(str(key)) if cur is Suite else None
+        if nxt is not None:
+            cur, i = nxt, i + 2  # skip the user's dict key
+            continue
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            cur = ann
+        else:
+            return None
+        i += 1
+    return cur if isinstance(cur, type) and issubclass(cur, BaseModel) else None
+
+
+def _messages(exc: ValidationError, where: str) -> list[str]:
+    out = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        # A bad dict key (models/tasks/schemes) is reported at its section: "models: key '../x' ...",
+        # not "models.../x.[key]".
+        is_key = len(loc) >= 2 and loc[-1] == "[key]"
+        key = _format_loc(loc[:-2] if is_key else loc)
+        if err["type"] == "extra_forbidden":
+            owner = _model_at(loc)
+            hint = did_you_mean(str(loc[-1]), _known_keys(owner)) if owner else ""
+            out.append(f"{where}: {key}: unknown key{hint}")
+            continue
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        if err["type"] == "literal_error":
+            msg = f"{msg}, got {err.get('input')!r}{_literal_hint(err)}"
+        if is_key:
+            bad = repr(err.get("input"))
+            msg = f"key {msg}" if msg.startswith(bad) else f"key {bad}: {msg}"
+        if key:
+            out.append(f"{where}: {key}: {msg}")
+        else:
+            out.extend(f"{where}: {m}" for m in msg.split("; "))
+    return out
+
+
+def _literal_hint(err: dict) -> str:
+    expected = err.get("ctx", {}).get("expected", "")
+    choices = [c.strip().strip("'") for c in expected.replace(" or ", ",").split(",") if c.strip()]
+    return did_you_mean(str(err.get("input")), choices)
+
+
+class SuiteValidationError(SuiteError):
+    """Every problem of a suite file, one line each."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def parse_suite(data: Any, where: str = "<suite>") -> Suite:
+    """Validate a loaded mapping into a Suite; SuiteValidationError lists every problem."""
+    if not isinstance(data, dict):
+        raise SuiteValidationError([f"{where}: the top level must be a mapping, got {type(data).__name__}"])
+    try:
+        return Suite.model_validate(data)
+    except ValidationError as exc:
+        raise SuiteValidationError(_messages(exc, where)) from None
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    """Read a suite file as plain data; one clear line for a missing file or bad YAML."""
+    path = Path(path)
+    if not path.is_file():
+        raise SuiteError(f"{path}: suite file not found")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SuiteError(f"{path}: cannot read the suite file: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise SuiteError(f"{path}: line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the suite as UTF-8") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SuiteError(f"{path}: malformed YAML{at}: {problem}") from None
+    if data is None:
+        raise SuiteError(f"{path}: the file is empty")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], sets: list[str], where: str = "--set") -> dict[str, Any]:
+    """Apply ``key.path=value`` overrides (value parsed as YAML) to a copy of the suite data."""
+    data = copy.deepcopy(data)
+    for item in sets:
+        if "=" not in item:
+            raise SuiteError(f"{where} '{item}': expected KEY.PATH=VALUE")
+        key, raw = item.split("=", 1)
+        parts = [p for p in key.strip().split(".")]
+        if not key.strip() or any(not p for p in parts):
+            raise SuiteError(f"{where} '{item}': empty key")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            raise SuiteError(f"{where} '{item}': value is not valid YAML") from None
+        cur: Any = data
+        for i, p in enumerate(parts[:-1]):
+            if not isinstance(cur, dict):
+                raise SuiteError(f"{where} '{item}': '{'.'.join(parts[:i])}' is not a mapping")
+            if p not in cur:
+                if i == 1 and parts[0] in ("models", "tasks", "schemes"):
+                    kind = parts[0][:-1]
+                    raise SuiteError(f"{where} '{item}': no {kind} '{p}'{did_you_mean(p, list(cur))}")
+                # A nested setting left to its defaults in the file (schemes.x.calibration.samples
+                # without a calibration block): create the mapping; validation still rejects
+                # unknown keys.
+                cur[p] = {}
+            nxt = cur[p]
+            if not isinstance(nxt, dict):
+                raise SuiteError(f"{where} '{item}': '{'.'.join(parts[: i + 1])}' is not a mapping")
+            cur = nxt
+        cur[parts[-1]] = value
+    return data
+
+
+def load_suite(path: Path, sets: list[str] | None = None,
+               model_paths: dict[str, str] | None = None, data_dir: str | None = None) -> Suite:
+    """Load, override and validate a suite file.
+
+    ``model_paths`` maps a suite model key (or a Hub id used in the suite) to a local folder;
+    ``data_dir`` replaces every GLUE task's data folder. Relative paths in the file resolve
+    against the suite file's folder.
+    """
+    path = Path(path)
+    data = load_yaml(path)
+    data = apply_overrides(data, sets or [])
+    if isinstance(data, dict):
+        _apply_model_paths(data, model_paths or {}, path)
+        if data_dir is not None and isinstance(data.get("tasks"), dict):
+            for t in data["tasks"].values():
+                if isinstance(t, dict) and t.get("kind", "glue") == "glue":
+                    t["data_dir"] = str(Path(data_dir).resolve())
+    suite = parse_suite(data, str(path))
+    return _resolve_relative(suite, path.parent)
+
+
+def _apply_model_paths(data: dict, model_paths: dict[str, str], path: Path) -> None:
+    models = data.get("models")
+    if not isinstance(models, dict):
+        return
+    for ref, folder in model_paths.items():
+        hits = [k for k, m in models.items() if k == ref or (isinstance(m, dict) and m.get("hub") == ref)]
+        if not hits:
+            known = list(models) + [m.get("hub") for m in models.values() if isinstance(m, dict) and m.get("hub")]
+            raise SuiteError(f"--model-path {ref}=...: no model '{ref}' in {path}{did_you_mean(ref, known)}")
+        for k in hits:
+            m = dict(models[k])
+            for src in ("hub", "package", "revision"):
+                m.pop(src, None)
+            m["path"] = str(Path(folder).resolve())
+            models[k] = m
+
+
+def _resolve_relative(suite: Suite, base: Path) -> Suite:
+    models = {
+        k: m.model_copy(update={"path": str((base / m.path).resolve())}) if m.path and not Path(m.path).is_absolute() else m
+        for k, m in suite.models.items()
+    }
+    tasks = {
+        k: t.model_copy(update={"data_dir": str((base / t.data_dir).resolve())})
+        if t.data_dir and not Path(t.data_dir).is_absolute() else t
+        for k, t in suite.tasks.items()
+    }
+    return suite.model_copy(update={"models": models, "tasks": tasks})
+
+
+def parse_model_path(item: str) -> tuple[str, str]:
+    """``ID=DIR`` → (ID, DIR); SuiteError for anything else."""
+    if "=" not in item:
+        raise SuiteError(f"--model-path '{item}': expected ID=DIR")
+    ref, folder = item.split("=", 1)
+    if not ref or not folder:
+        raise SuiteError(f"--model-path '{item}': expected ID=DIR")
+    return ref, folder

@@ -1,0 +1,118 @@
+"""Registry of inference backends, loaded lazily.
+
+``BACKENDS`` maps a backend name to ``"module:Class"``; ``get_backend`` imports the module only
+when that backend is asked for, so importing ``qdqbench.engines`` (or listing names for
+``qdqbench ls``) imports no runtime. Adding a backend means one module and one entry here.
+``"torch"`` scores accuracy in-process in the runner; its entry here times the saved eager or
+fake-quant module in a worker process like every other engine.
+
+``engine@variant`` names are backends of their own. Two kinds: *float* variants
+(``FLOAT_VARIANTS``: ``openvino@bf16``, ``tensorrt@fp16``, ...) run the engine with its float layers
+in that precision; *provider* variants (``PROVIDER_VARIANTS``: ``onnxruntime@cuda``,
+``onnxruntime@trt``) run ONNX Runtime on another execution provider. ``engine_request`` is the one
+place that says what precision and ``prepare`` options a variant asks for, per scheme kind.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from qdqbench.core.errors import BackendError, did_you_mean
+
+if TYPE_CHECKING:
+    from qdqbench.engines.base import Backend
+
+BACKENDS: dict[str, str] = {
+    "onnxruntime": "qdqbench.engines.onnxruntime:OnnxRuntimeBackend",
+    "openvino": "qdqbench.engines.openvino:OpenVINOBackend",
+    "tensorrt": "qdqbench.engines.tensorrt:TensorRTBackend",
+    "torch": "qdqbench.engines.torch:TorchBackend",
+}
+
+BACKEND_NAMES: tuple[str, ...] = ("torch", "onnxruntime", "openvino", "tensorrt")
+
+# ``engine@precision`` backend variants: the engine with its float layers in a reduced precision.
+# The fp32 scheme runs entirely in it (an fp16/bf16 baseline row); INT8 schemes run their Q/DQ in
+# INT8 and the rest in it (TensorRT's classic --int8 --fp16 build; OpenVINO's bf16 hint).
+FLOAT_VARIANTS: dict[str, tuple[str, ...]] = {"openvino": ("bf16", "fp16"), "tensorrt": ("fp16", "bf16")}
+
+# ``engine@provider`` variants: ONNX Runtime on a GPU execution provider (onnxruntime-gpu).
+# ``cuda``: CUDAExecutionProvider; ``trt``: TensorrtExecutionProvider, INT8 from the Q/DQ graph.
+# Each scheme runs in its own precision (fp32 scheme fp32, INT8 schemes int8).
+PROVIDER_VARIANTS: dict[str, tuple[str, ...]] = {"onnxruntime": ("cuda", "trt")}
+
+
+@dataclass(frozen=True)
+class EngineRequest:
+    """What to ask a backend for: the requested precision and extra ``prepare`` options."""
+
+    precision: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def split_backend(name: str) -> tuple[str, str | None]:
+    """``"tensorrt@fp16"`` -> ``("tensorrt", "fp16")``; a plain name -> ``(name, None)``."""
+    base, sep, precision = name.partition("@")
+    return base, (precision if sep else None)
+
+
+def variant_names() -> list[str]:
+    """Every ``engine@variant`` name, float variants first."""
+    return ([f"{b}@{p}" for b, ps in FLOAT_VARIANTS.items() for p in ps]
+            + [f"{b}@{p}" for b, ps in PROVIDER_VARIANTS.items() for p in ps])
+
+
+def check_backend_name(name: str) -> str:
+    """Raise BackendError (with did-you-mean) unless ``name`` is a backend or a known variant."""
+    base, variant = split_backend(name)
+    if base not in BACKEND_NAMES:
+        raise BackendError(f"unknown backend '{base}'{did_you_mean(base, BACKEND_NAMES)}; "
+                           f"known: {', '.join(BACKEND_NAMES)}")
+    if variant is not None:
+        allowed = FLOAT_VARIANTS.get(base, ()) + PROVIDER_VARIANTS.get(base, ())
+        if variant not in allowed:
+            raise BackendError(f"backend '{name}': {base} has no @{variant} variant"
+                               f"{did_you_mean(variant, allowed) if allowed else ''}; "
+                               f"variants: {', '.join(variant_names())}")
+    return name
+
+
+def engine_request(name: str, scheme_kind: str) -> EngineRequest:
+    """The precision and ``prepare`` options backend ``name`` is asked for on a scheme of
+    ``scheme_kind`` (``"fp32"``, or a quantized kind: qdq and the peer recipes).
+
+    Plain engines and provider variants: fp32 for the fp32 scheme, int8 otherwise. Float variants:
+    the fp32 scheme runs entirely in the variant's precision; quantized schemes run int8 with
+    ``float_precision`` set to it.
+    """
+    check_backend_name(name)
+    base, variant = split_backend(name)
+    quantized = scheme_kind != "fp32"
+    if variant is not None and variant in FLOAT_VARIANTS.get(base, ()):
+        if quantized:
+            return EngineRequest("int8", {"float_precision": variant})
+        return EngineRequest(variant, {})
+    return EngineRequest("int8" if quantized else "fp32", {})
+
+
+def get_backend(name: str) -> "Backend":
+    """An instance of the backend called ``name``; unknown names get a did-you-mean error.
+
+    A provider variant (``onnxruntime@trt``) is built with its provider; a float variant's
+    ``@precision`` is ignored here (it reaches ``prepare`` through ``engine_request``).
+    """
+    base, variant = split_backend(name)
+    target = BACKENDS.get(base)
+    if target is None:
+        raise BackendError(f"unknown backend '{base}'{did_you_mean(base, BACKEND_NAMES)}; "
+                           f"known: {', '.join(BACKEND_NAMES)}")
+    if variant is not None:
+        check_backend_name(name)
+    module_name, _, cls_name = target.partition(":")
+    module = importlib.import_module(module_name)
+    cls = getattr(module, cls_name)
+    if variant is not None and variant in PROVIDER_VARIANTS.get(base, ()):
+        return cls(provider=variant)
+    return cls()

@@ -1,0 +1,983 @@
+"""What to do when post-training quantization misses the accuracy bound (Wu et al. 2020, §5–6).
+
+The paper's workflow, as a library the runner drives with callbacks (so it knows nothing of tasks,
+data or engines):
+
+1. calibrate with several methods and keep the best (``auto_recipe``'s first stage);
+2. ``sensitivity``: score the model with one *part* quantized alone and with one part left in
+   float alone, for every part — a part is the quantizers of one placement group in one layer
+   (``layer.3.linear``, ``layer.3.matmul``, ``layer.3.residual``) or of a whole group
+   (``all.linear``) — and rank the parts, most harmful first;
+3. ``greedy_partial``: leave parts in float, most harmful first, until the bound is met, then
+   drop every float part that is not needed (a 1-minimal float set, not a global minimum);
+4. QAT (``qdqbench.quant.qat.finetune``, through the ``qat_fn`` callback).
+
+``auto_recipe`` runs these within a budget and returns the *fastest* candidate that meets the
+bound, not the first: a full-INT8 variant (any calibrator, or QAT) before a partial one, and among
+partial ones the fewest float parts — or, when the caller's ``latency_fn`` measures them on the
+target engine, the lowest measured latency. If nothing meets the bound it returns the best
+candidate found with its gap to the threshold.
+
+Partial quantization here switches quantizers off on an already-calibrated model. That is the
+same model as building with ``QDQSettings(skip=patterns)`` and calibrating: calibration runs every
+quantizer as an identity, so each amax depends only on the float activations, never on which
+other quantizers are on. ``PartialResult.patterns`` are the fnmatch patterns that rebuild it.
+
+Callbacks and what they must do:
+  ``calibrate(spec) -> model``    a fresh calibrated QDQ model (``Calibrations`` builds them);
+  ``meets_bound(model) -> (passed, value)``   the verdict and primary metric on the selection data
+                                  (``MeetsBound`` wraps a metric function with the suite's bound);
+  ``score_fn(model) -> float``    the cheap sensitivity proxy, higher is better
+                                  (``logits_sqnr_proxy``); None: ``meets_bound``'s value;
+  ``latency_fn(model) -> float | None``   latency on the target engine, lower is better;
+  ``qat_fn(model) -> QATResult``  fine-tunes the model it is given in place.
+Every model handed to a callback has its quantizer modes set for the candidate; the modes are
+restored afterwards, and a callback must not change them itself.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import fnmatch
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from qdqbench.core.errors import CalibrationError, QdqbenchError
+from qdqbench.quant.qdqbert import (GROUPS, QDQSettings, apply_skip_patterns, encoder_layers,
+                                    quantize_bert, quantizer_group)
+from qdqbench.quant.quantizer import calibrating, finish_calibration, quantizers, sqnr_db
+
+SENSITIVITY_MODES = ("both", "quantize_one", "float_one")
+# Leaf names of each group's quantizers, as fnmatch globs (qdqbert's naming).
+_GROUP_GLOBS = {"linear": ("input_quantizer", "weight_quantizer"), "matmul": ("matmul_*_quantizer",),
+                "residual": ("add_*_quantizer",)}
+MINIMALITY_NOTE = ("1-minimal: with any single float part quantized again the bound is missed; greedy "
+                   "search plus pruning does not guarantee the smallest possible float set")
+
+
+class AutoQuantError(QdqbenchError):
+    """The auto recipe could not build a single candidate."""
+
+
+# ----------------------------------------------------------------------------------- parts
+
+
+@dataclass(frozen=True)
+class Part:
+    """A set of quantizers that is quantized or left in float together."""
+
+    name: str  # "layer.3.linear", or "all.linear" for the whole group
+    kind: str  # "layer" or "group"
+    group: str
+    layer: int | None
+    quantizers: frozenset[str]
+    patterns: tuple[str, ...]  # fnmatch skip patterns that disable exactly these quantizers
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able summary (quantizer count, not names)."""
+        return {"part": self.name, "kind": self.kind, "group": self.group, "layer": self.layer,
+                "quantizers": len(self.quantizers), "patterns": list(self.patterns)}
+
+
+def find_parts(model: nn.Module, *, per_layer: bool = True, per_group: bool = True) -> list[Part]:
+    """Parts of a QDQBERT variant from its enabled quantizers: each layer × group, each whole group.
+
+    Quantizers outside the encoder's layers (none in qdqbert's placement) form ``other.<group>``.
+    """
+    enabled = [name for name, q in quantizers(model) if q.mode != "disabled"]
+    if not enabled:
+        raise ValueError(f"{type(model).__name__} has no enabled quantizer: nothing to analyse")
+    names = {id(m): n for n, m in model.named_modules()}
+    prefixes = [names[id(layer)] for layer in encoder_layers(model)]
+    by_key: dict[tuple[int | None, str], set[str]] = {}
+    for qname in enabled:
+        layer = next((i for i, p in enumerate(prefixes) if qname.startswith(p + ".")), None)
+        by_key.setdefault((layer, quantizer_group(qname)), set()).add(qname)
+    all_names = [n for n, _ in quantizers(model)]
+    disabled = set(all_names) - set(enabled)
+    parts: list[Part] = []
+    if per_layer:
+        for (layer, group), members in sorted(by_key.items(), key=lambda kv: (
+                kv[0][0] is None, kv[0][0] or 0, GROUPS.index(kv[0][1]))):
+            name = f"layer.{layer}.{group}" if layer is not None else f"other.{group}"
+            globs = [f"{prefixes[layer]}.*.{g}" for g in _GROUP_GLOBS[group]] if layer is not None else []
+            parts.append(Part(name, "layer", group, layer, frozenset(members),
+                              _patterns(globs, members, all_names, disabled)))
+    if per_group:
+        for group in GROUPS:
+            members = {n for (_, g), ms in by_key.items() if g == group for n in ms}
+            if members:
+                globs = [f"*.{g}" for g in _GROUP_GLOBS[group]]
+                parts.append(Part(f"all.{group}", "group", group, None, frozenset(members),
+                                  _patterns(globs, members, all_names, disabled)))
+    return parts
+
+
+def pattern_matches(name: str, pattern: str) -> bool:
+    """Whether a skip pattern hits a quantizer, as ``apply_skip_patterns`` decides (any name scope)."""
+    parts = name.split(".")
+    return any(fnmatch.fnmatchcase(".".join(parts[:i]), pattern) for i in range(1, len(parts) + 1))
+
+
+def _patterns(globs: list[str], members: set[str], all_names: list[str], disabled: set[str]) -> tuple[str, ...]:
+    """Compact globs when they hit exactly ``members`` (plus already-disabled ones), else the names."""
+    if globs:
+        hit = {n for n in all_names if any(pattern_matches(n, g) for g in globs)}
+        if hit - disabled == members and all(any(pattern_matches(n, g) for n in members) for g in globs):
+            return tuple(globs)
+    return tuple(sorted(members))
+
+
+def patterns_for(parts: Sequence[Part]) -> tuple[str, ...]:
+    """The skip patterns of a float set (``QDQSettings.skip`` / ``apply_skip_patterns``)."""
+    return tuple(dict.fromkeys(p for part in parts for p in part.patterns))
+
+
+@contextmanager
+def _float(model: nn.Module, names: set[str] | frozenset[str], *, keep: bool = False) -> Iterator[nn.Module]:
+    """Switch the named quantizers off (or, with ``keep``, every enabled one *but* them); restore."""
+    saved = {q: q.mode for _, q in quantizers(model)}
+    try:
+        for name, q in quantizers(model):
+            if q.mode != "disabled" and ((name not in names) if keep else (name in names)):
+                q.mode = "disabled"
+        yield model
+    finally:
+        for q, mode in saved.items():
+            q.mode = mode
+
+
+def enabled_quantizers(model: nn.Module) -> frozenset[str]:
+    """Names of the quantizers that are on: the model's Q/DQ structure (what an engine runs in INT8)."""
+    return frozenset(name for name, q in quantizers(model) if q.mode != "disabled")
+
+
+# ----------------------------------------------------------------------------------- budget
+
+
+@dataclass
+class Budget:
+    """Limits shared by all stages: ``meets_bound`` calls, proxy (score_fn) calls, wall time.
+
+    The clock starts at the first check. Time is checked between evaluations: one that is
+    running (a calibration, a QAT run) is not interrupted.
+    """
+
+    max_evaluations: int | None = None
+    max_proxy_evaluations: int | None = None
+    max_seconds: float | None = None
+    evaluations: int = 0
+    proxy_evaluations: int = 0
+    started: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_evaluations is not None and self.max_evaluations < 1:
+            raise ValueError(f"max_evaluations must be >= 1, got {self.max_evaluations}")
+        if self.max_proxy_evaluations is not None and self.max_proxy_evaluations < 0:
+            raise ValueError(f"max_proxy_evaluations must be >= 0, got {self.max_proxy_evaluations}")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise ValueError(f"max_seconds must be positive, got {self.max_seconds}")
+
+    def start(self) -> "Budget":
+        """Start the clock (if not yet started); returns self."""
+        if self.started is None:
+            self.started = time.perf_counter()
+        return self
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the clock started (it starts at the first check)."""
+        return time.perf_counter() - self.start().started
+
+    def _time_left(self) -> bool:
+        return self.max_seconds is None or self.elapsed < self.max_seconds
+
+    def can_evaluate(self) -> bool:
+        """Whether one more ``meets_bound`` call fits."""
+        return (self.max_evaluations is None or self.evaluations < self.max_evaluations) and self._time_left()
+
+    def can_score(self) -> bool:
+        """Whether one more proxy call fits."""
+        ok = self.max_proxy_evaluations is None or self.proxy_evaluations < self.max_proxy_evaluations
+        return ok and self._time_left()
+
+    def reason(self) -> str:
+        """Which limit is reached ('' when none)."""
+        if self.max_evaluations is not None and self.evaluations >= self.max_evaluations:
+            return f"evaluation budget ({self.max_evaluations}) spent"
+        if not self._time_left():
+            return f"time budget ({self.max_seconds:g} s) spent"
+        if self.max_proxy_evaluations is not None and self.proxy_evaluations >= self.max_proxy_evaluations:
+            return f"proxy evaluation budget ({self.max_proxy_evaluations}) spent"
+        return ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Limits and usage for the record."""
+        return {"max_evaluations": self.max_evaluations, "max_proxy_evaluations": self.max_proxy_evaluations,
+                "max_seconds": self.max_seconds, "evaluations": self.evaluations,
+                "proxy_evaluations": self.proxy_evaluations, "seconds": round(self.elapsed, 3)}
+
+
+def _evaluate(meets_bound, model: nn.Module, budget: Budget) -> tuple[bool, float]:
+    budget.evaluations += 1
+    passed, value = meets_bound(model)
+    return bool(passed), float(value)
+
+
+# ----------------------------------------------------------------------------------- proxies
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """A named sensitivity score ``fn(model) -> float``."""
+
+    name: str
+    fn: Callable[[nn.Module], float]
+    higher_is_better: bool = True
+    unit: str = ""
+
+    def __call__(self, model: nn.Module) -> float:
+        return float(self.fn(model))
+
+
+def logits_sqnr_proxy(fp32_outputs: np.ndarray, forward: Callable[[nn.Module], np.ndarray]) -> Proxy:
+    """SQNR (dB) of a model's outputs against the fp32 model's on the same examples.
+
+    ``fp32_outputs``: the fp32 model's logits on a calibration subset; ``forward(model)``: the
+    given model's logits on the same examples in the same order (``outputs_fn`` builds one).
+    """
+    ref = torch.as_tensor(np.asarray(fp32_outputs, dtype=np.float64))
+
+    def score(model: nn.Module) -> float:
+        out = torch.as_tensor(np.asarray(forward(model), dtype=np.float64))
+        if out.shape != ref.shape:
+            raise ValueError(f"proxy outputs have shape {tuple(out.shape)}, the fp32 reference {tuple(ref.shape)}")
+        return sqnr_db(ref, out)
+
+    return Proxy("logits_sqnr_db", score, True, "dB")
+
+
+def outputs_fn(encoded, batch_size: int, output: str = "logits",
+               reduce: Callable | None = None) -> Callable[[nn.Module], np.ndarray]:
+    """``forward(model)``: a model's outputs on ``encoded`` (an ``evaluate.Encoded``), in example order."""
+    from qdqbench.tasks.evaluate import run_batches, torch_forward
+
+    def forward(model: nn.Module) -> np.ndarray:
+        return run_batches(encoded, batch_size, torch_forward(model, output), reduce=reduce)
+
+    return forward
+
+
+@dataclass
+class MeetsBound:
+    """``meets_bound`` from a metric function and the suite's bound (same rule as the verdict)."""
+
+    metric: str
+    fn: Callable[[nn.Module], float]
+    baseline: float
+    bound: float = 0.01
+    mode: str = "relative"
+
+    @property
+    def threshold(self) -> float:
+        """Lowest passing value."""
+        from qdqbench.core.verdict import threshold
+
+        return threshold(self.baseline, self.bound, self.mode)
+
+    def __call__(self, model: nn.Module) -> tuple[bool, float]:
+        from qdqbench.core.verdict import make_verdict
+
+        value = float(self.fn(model))
+        return make_verdict(self.metric, self.baseline, value, self.bound, self.mode).passed, value
+
+
+# ----------------------------------------------------------------------------------- sensitivity
+
+
+@dataclass
+class PartSensitivity:
+    """The score of one part: alone quantized, alone in float; its rank (1 = most harmful)."""
+
+    part: Part
+    quantized_only: float | None = None  # score with only this part quantized
+    float_only: float | None = None  # score with only this part left in float
+    rank: int = 0
+
+    def to_dict(self, full: float | None = None, float_ref: float | None = None) -> dict[str, Any]:
+        """JSON-able: scores, and loss/gain against the references where both are finite."""
+        d = {"rank": self.rank, **self.part.to_dict(), "quantized_only": _num(self.quantized_only),
+             "float_only": _num(self.float_only)}
+        d["quantized_only_loss"] = _diff(float_ref, self.quantized_only)
+        d["float_only_gain"] = _diff(self.float_only, full)
+        return d
+
+
+@dataclass
+class SensitivityResult:
+    """A ranked sensitivity analysis and what it was measured with."""
+
+    proxy: str
+    unit: str
+    higher_is_better: bool
+    mode: str
+    full_score: float | None  # every part quantized
+    float_score: float | None  # every quantizer off (the fp32 computation)
+    parts: list[PartSensitivity]  # most harmful first
+    evaluations: int
+    seconds: float
+    complete: bool
+    note: str = ""
+
+    def ranking(self, kinds: Sequence[str] = ("layer",)) -> list[Part]:
+        """Parts of the given kinds, most harmful first."""
+        return [s.part for s in self.parts if s.part.kind in kinds]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able record (non-finite scores, e.g. an infinite SQNR, are null)."""
+        return {
+            "proxy": self.proxy, "unit": self.unit, "higher_is_better": self.higher_is_better,
+            "mode": self.mode, "ranking_rule": _RANKING_RULES[self.mode], "full_score": _num(self.full_score),
+            "float_score": _num(self.float_score), "evaluations": self.evaluations,
+            "seconds": round(self.seconds, 3), "complete": self.complete, "note": self.note,
+            "parts": [s.to_dict(self.full_score, self.float_score) for s in self.parts],
+        }
+
+
+_RANKING_RULES = {
+    "quantize_one": "lowest score with only the part quantized first",
+    "float_one": "highest score with only the part in float first",
+    "both": "mean of the two ranks (quantize_one, float_one); ties by the quantize_one score",
+}
+
+
+def sensitivity(
+    model_factory: Callable[[], nn.Module] | nn.Module,
+    parts: Sequence[Part] | None,
+    score_fn: Callable[[nn.Module], float],
+    *,
+    mode: str = "both",
+    budget: Budget | None = None,
+    proxy: str | None = None,
+    count_as: str = "proxy",
+) -> SensitivityResult:
+    """Score every part quantized alone and/or left in float alone; rank them, most harmful first.
+
+    ``model_factory`` gives a calibrated QDQ model (or is one); its quantizer modes are restored
+    afterwards. ``parts`` None: ``find_parts(model)``. ``score_fn`` is higher-is-better unless it
+    has ``higher_is_better = False``; ``proxy`` names it (default: its ``name``). Calls are
+    counted in ``budget`` as proxy evaluations (``count_as="evaluation"`` when ``score_fn`` is the
+    task metric); when the budget runs out the unscored parts are ranked last and
+    ``complete`` is False.
+    """
+    if mode not in SENSITIVITY_MODES:
+        raise ValueError(f"unknown sensitivity mode '{mode}' (one of {', '.join(SENSITIVITY_MODES)})")
+    model = model_factory if isinstance(model_factory, nn.Module) else model_factory()
+    parts = list(parts) if parts is not None else find_parts(model)
+    budget = budget if budget is not None else Budget()
+    sign = 1.0 if getattr(score_fn, "higher_is_better", True) else -1.0
+    t0, used = time.perf_counter(), 0
+
+    def score(names: frozenset[str], keep: bool) -> float | None:
+        nonlocal used
+        if not (budget.can_score() if count_as == "proxy" else budget.can_evaluate()):
+            return None
+        if count_as == "proxy":
+            budget.proxy_evaluations += 1
+        else:
+            budget.evaluations += 1
+        used += 1
+        with _float(model, names, keep=keep):
+            return float(score_fn(model))
+
+    full = score(frozenset(), keep=False)
+    float_ref = score(frozenset(), keep=True)
+    results = [PartSensitivity(p) for p in parts]
+    for r in results:
+        if mode in ("both", "quantize_one"):
+            r.quantized_only = score(r.part.quantizers, keep=True)
+        if mode in ("both", "float_one"):
+            r.float_only = score(r.part.quantizers, keep=False)
+    complete = all((r.quantized_only is not None or mode == "float_one")
+                   and (r.float_only is not None or mode == "quantize_one") for r in results)
+    _rank(results, mode, sign)
+    return SensitivityResult(
+        proxy=proxy or getattr(score_fn, "name", getattr(score_fn, "__name__", "custom")),
+        unit=getattr(score_fn, "unit", ""), higher_is_better=sign > 0, mode=mode,
+        full_score=full, float_score=float_ref, parts=results, evaluations=used,
+        seconds=time.perf_counter() - t0, complete=complete,
+        note="" if complete else f"incomplete: {budget.reason() or 'budget spent'}; unscored parts ranked last",
+    )
+
+
+def _rank(results: list[PartSensitivity], mode: str, sign: float) -> None:
+    """Sort in place, most harmful first, and number the ranks."""
+    def q_key(r: PartSensitivity) -> float:  # low "goodness" when quantized alone = harmful
+        return math.inf if r.quantized_only is None else _finite(sign * r.quantized_only)
+
+    def f_key(r: PartSensitivity) -> float:  # high goodness when left float alone = harmful
+        return math.inf if r.float_only is None else -_finite(sign * r.float_only)
+
+    def positions(key) -> dict[int, float]:
+        order = sorted(range(len(results)), key=lambda i: key(results[i]))
+        return {i: float(pos) for pos, i in enumerate(order)}
+
+    if mode == "quantize_one":
+        keys = {i: (q_key(r),) for i, r in enumerate(results)}
+    elif mode == "float_one":
+        keys = {i: (f_key(r),) for i, r in enumerate(results)}
+    else:
+        qp, fp = positions(q_key), positions(f_key)
+        keys = {i: ((qp[i] + fp[i]) / 2, q_key(r)) for i, r in enumerate(results)}
+    unscored = {i: r.quantized_only is None and r.float_only is None for i, r in enumerate(results)}
+    order = sorted(range(len(results)), key=lambda i: (unscored[i], keys[i], results[i].part.name))
+    results[:] = [results[i] for i in order]
+    for n, r in enumerate(results, 1):
+        r.rank = n
+
+
+# ----------------------------------------------------------------------------------- partial
+
+
+@dataclass
+class PartialResult:
+    """Outcome of the greedy partial-quantization search."""
+
+    passed: bool
+    value: float | None  # meets_bound's value of the returned float set
+    float_parts: list[Part]
+    evaluations: int
+    seconds: float
+    minimal: bool  # True: verified 1-minimal (see MINIMALITY_NOTE)
+    stop_reason: str
+    trace: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def patterns(self) -> tuple[str, ...]:
+        """Skip patterns of the float set, for ``QDQSettings.skip`` / ``apply_skip_patterns``."""
+        return patterns_for(self.float_parts)
+
+    @property
+    def float_quantizers(self) -> frozenset[str]:
+        """Names of the quantizers left in float."""
+        return frozenset(n for p in self.float_parts for n in p.quantizers)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able record."""
+        return {"passed": self.passed, "value": _num(self.value),
+                "float_parts": [p.name for p in self.float_parts], "patterns": list(self.patterns),
+                "float_quantizers": len(self.float_quantizers), "evaluations": self.evaluations,
+                "seconds": round(self.seconds, 3), "minimal": self.minimal,
+                "minimality": MINIMALITY_NOTE if self.minimal else "not verified minimal: " + self.stop_reason,
+                "stop_reason": self.stop_reason, "trace": self.trace}
+
+
+def greedy_partial(
+    model: nn.Module,
+    ranking: SensitivityResult | Sequence[Part | PartSensitivity],
+    meets_bound: Callable[[nn.Module], tuple[bool, float]],
+    *,
+    budget: Budget | None = None,
+    max_evaluations: int | None = None,
+    prune: bool = True,
+    kinds: Sequence[str] = ("layer",),
+    on_evaluation: Callable[[list[Part], bool, float, float], None] | None = None,
+) -> PartialResult:
+    """Leave parts in float, most harmful first, until ``meets_bound`` passes; then prune.
+
+    The fully quantized model is assumed to fail (the caller has evaluated it). Forward: add the
+    next part of ``ranking`` (only ``kinds``; parts already covered are skipped) and evaluate,
+    stopping at the first passing set. Backward (``prune``): try quantizing each float part again
+    (least harmful first) and keep that when the bound still holds; repeat until every remaining
+    part has been tried against the final set, so the result is 1-minimal (``minimal``). Each
+    distinct float set is evaluated at most once; evaluations stop at ``max_evaluations`` or the
+    shared ``budget``. Without a passing set the result is the best-valued set tried. The model's
+    modes are restored; ``on_evaluation(parts, passed, value, seconds)`` sees every evaluation.
+    """
+    if isinstance(ranking, SensitivityResult):
+        parts = ranking.ranking(kinds)
+    else:
+        parts = [r.part if isinstance(r, PartSensitivity) else r for r in ranking]
+        parts = [p for p in parts if p.kind in kinds]
+    budget = budget if budget is not None else Budget()
+    t0, used = time.perf_counter(), 0
+    cache: dict[frozenset[str], tuple[bool, float]] = {}
+    trace: list[dict[str, Any]] = []
+
+    def can() -> bool:
+        return budget.can_evaluate() and (max_evaluations is None or used < max_evaluations)
+
+    def reason() -> str:
+        if max_evaluations is not None and used >= max_evaluations:
+            return f"greedy evaluation limit ({max_evaluations}) reached"
+        return budget.reason() or "budget spent"
+
+    def evaluate(float_set: list[Part], step: str, part: Part) -> tuple[bool, float]:
+        nonlocal used
+        key = frozenset(n for p in float_set for n in p.quantizers)
+        if key in cache:  # a set the forward pass (or an earlier pruning round) already evaluated
+            trace.append({"step": step, "part": part.name, "float_parts": [p.name for p in float_set],
+                          "passed": cache[key][0], "value": _num(cache[key][1]), "cached": True})
+            return cache[key]
+        used += 1
+        t = time.perf_counter()
+        with _float(model, key):
+            result = _evaluate(meets_bound, model, budget)
+        secs = time.perf_counter() - t
+        cache[key] = result
+        trace.append({"step": step, "part": part.name, "float_parts": [p.name for p in float_set],
+                      "passed": result[0], "value": _num(result[1]), "seconds": round(secs, 3), "cached": False})
+        if on_evaluation is not None:
+            on_evaluation(list(float_set), result[0], result[1], secs)
+        return result
+
+    current: list[Part] = []
+    covered: set[str] = set()
+    found: tuple[list[Part], float] | None = None
+    best: tuple[float, list[Part]] | None = None
+    stop = "every ranked part is in float and the bound is still missed"
+    for part in parts:
+        if part.quantizers <= covered:
+            continue
+        if not can():
+            stop = reason()
+            break
+        current = current + [part]
+        covered |= part.quantizers
+        passed, value = evaluate(current, "add", part)
+        if best is None or _finite(value) > _finite(best[0]):
+            best = (value, current)
+        if passed:
+            found = (current, value)
+            break
+    if found is None:
+        float_parts, value = (best[1], best[0]) if best is not None else ([], None)
+        return PartialResult(False, value, float_parts, used, time.perf_counter() - t0, False, stop, trace)
+
+    current, value = found
+    minimal, stop = True, "pruned: every float part was tried against the final set"
+    if not prune:
+        minimal, stop = False, "pruning off"
+    else:
+        verified: set[str] = set()
+        while True:
+            todo = [p for p in reversed(current) if p.name not in verified]
+            if not todo:
+                break
+            if not can():
+                minimal, stop = False, reason()
+                break
+            part = todo[0]
+            trial = [p for p in current if p is not part]
+            if not trial:  # quantizing everything again: the full model, known to fail
+                verified.add(part.name)
+                continue
+            passed, v = evaluate(trial, "remove", part)
+            if passed:
+                current, value = trial, v
+                verified.clear()  # the set changed: every remaining part is tried again
+            else:
+                verified.add(part.name)
+    return PartialResult(True, value, current, used, time.perf_counter() - t0, minimal, stop, trace)
+
+
+# ----------------------------------------------------------------------------------- calibrations
+
+
+@dataclass(frozen=True)
+class CalibratorSpec:
+    """One calibrator to try: a method and, for percentile, its percentile."""
+
+    method: str
+    percentile: float | None = None
+
+    def __post_init__(self) -> None:
+        from qdqbench.quant.calib import CALIBRATION_METHODS
+
+        if self.method not in CALIBRATION_METHODS:
+            raise ValueError(f"unknown calibrator '{self.method}' (one of {', '.join(CALIBRATION_METHODS)})")
+        if (self.method == "percentile") != (self.percentile is not None):
+            raise ValueError("a percentile is given with, and only with, the percentile method")
+
+    @property
+    def name(self) -> str:
+        """'max', 'entropy', 'mse' or 'percentile-99.99'."""
+        return self.method if self.percentile is None else f"percentile-{self.percentile:g}"
+
+    @property
+    def params(self) -> dict[str, float]:
+        """Keyword arguments of ``finish_calibration`` / ``compute_amax``."""
+        return {} if self.percentile is None else {"percentile": self.percentile}
+
+    @classmethod
+    def parse(cls, spec: "str | CalibratorSpec") -> "CalibratorSpec":
+        """'max', 'entropy', 'mse', 'percentile-99.99' (or 'percentile:99.99')."""
+        if isinstance(spec, CalibratorSpec):
+            return spec
+        method, _, pct = spec.replace(":", "-").partition("-")
+        return cls(method, float(pct) if pct else (99.99 if method == "percentile" else None))
+
+
+DEFAULT_CALIBRATORS = tuple(CalibratorSpec.parse(s) for s in
+                            ("max", "percentile-99.99", "percentile-99.999", "entropy", "mse"))
+
+
+class Calibrations:
+    """``calibrate(spec)`` for ``auto_recipe``: calibrated QDQ copies of one fp32 model.
+
+    Histogram methods (entropy, percentile, mse) read the same histograms, so the data are run
+    through the model at most twice whatever the number of calibrators: once with max
+    calibrators, once with histograms; each spec then finishes a deep copy of the collected model.
+    ``run_calibration(model)`` runs the calibration batches through a model (no grad needed).
+    Post-calibration recipes of ``settings`` (GELU10, fused QKV) are applied to every copy.
+    """
+
+    def __init__(self, fp32_model: nn.Module, settings: QDQSettings, run_calibration: Callable[[nn.Module], None]):
+        self.fp32_model = fp32_model
+        self.settings = settings
+        self.run_calibration = run_calibration
+        self._collected: dict[str, nn.Module] = {}
+
+    def __call__(self, spec: CalibratorSpec | str) -> nn.Module:
+        from qdqbench.quant.recipes import apply_post_calibration
+
+        spec = CalibratorSpec.parse(spec)
+        kind = "max" if spec.method == "max" else "histogram"
+        if kind not in self._collected:
+            collector = "max" if kind == "max" else "entropy"  # any histogram method collects the same
+            model = quantize_bert(copy.deepcopy(self.fp32_model),
+                                  dataclasses.replace(self.settings, calib_method=collector))
+            with calibrating(model), torch.no_grad():
+                self.run_calibration(model)
+            self._collected[kind] = model
+        model = copy.deepcopy(self._collected[kind])
+        for _, q in quantizers(model):
+            if not q.is_weight:
+                q.calib_method = spec.method  # what extra_repr reports
+        finish_calibration(model, spec.method, **spec.params)
+        apply_post_calibration(model, self.settings)
+        return model
+
+
+# ----------------------------------------------------------------------------------- auto recipe
+
+
+@dataclass
+class _Candidate:
+    name: str
+    stage: str  # ptq | partial | qat | qat+partial
+    calibrator: str
+    model: nn.Module | None  # the base model; float parts are switched off on it when chosen
+    float_parts: list[Part] = field(default_factory=list)
+    qat: dict[str, Any] | None = None
+    passed: bool = False
+    value: float | None = None
+    latency: float | None = None
+    latency_source: str | None = None
+    evaluations: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+
+    @property
+    def float_quantizers(self) -> frozenset[str]:
+        return frozenset(n for p in self.float_parts for n in p.quantizers)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "stage": self.stage, "calibrator": self.calibrator,
+                "float_parts": [p.name for p in self.float_parts], "patterns": list(patterns_for(self.float_parts)),
+                "float_quantizers": len(self.float_quantizers), "qat": self.qat, "value": _num(self.value),
+                "passed": self.passed, "latency": _num(self.latency), "latency_source": self.latency_source,
+                "evaluations": self.evaluations, "seconds": round(self.seconds, 3), "error": self.error}
+
+
+@dataclass
+class RecipeResult:
+    """The chosen variant, why, and every candidate tried."""
+
+    model: nn.Module  # quantizer modes set: float parts disabled
+    name: str
+    passed: bool
+    value: float | None
+    threshold: float | None
+    gap: float | None  # threshold - value when failing (how far short); None when passed or unknown
+    latency: float | None
+    description: dict[str, Any]  # calibrator, float parts and patterns, QAT settings
+    selection: str  # how the choice was made
+    trace: list[dict[str, Any]]
+    sensitivity: dict[str, Any] | None
+    partial: dict[str, Any] | None
+    budget: dict[str, Any]
+    stop_reason: str
+    notes: list[str]
+    # Latency on the target engine of the chosen variant with every part in INT8, and with each of
+    # its float parts alone left in float (None without float parts or a latency_fn).
+    float_part_costs: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything but the model, JSON-able, for the result record."""
+        return {"chosen": self.name, "passed": self.passed, "value": _num(self.value),
+                "threshold": _num(self.threshold), "gap": _num(self.gap), "latency": _num(self.latency),
+                "description": self.description, "selection": self.selection, "trace": self.trace,
+                "sensitivity": self.sensitivity, "partial": self.partial, "budget": self.budget,
+                "stop_reason": self.stop_reason, "notes": self.notes, "float_part_costs": self.float_part_costs}
+
+
+def auto_recipe(
+    calibrate: Callable[[CalibratorSpec], nn.Module],
+    meets_bound: Callable[[nn.Module], tuple[bool, float]],
+    *,
+    calibrators: Sequence[CalibratorSpec | str] = DEFAULT_CALIBRATORS,
+    score_fn: Callable[[nn.Module], float] | None = None,
+    latency_fn: Callable[[nn.Module], float | None] | None = None,
+    qat_fn: Callable[[nn.Module], Any] | None = None,
+    budget: Budget | None = None,
+    threshold: float | None = None,
+    partial: bool = True,
+    sensitivity_mode: str = "both",
+    progress: Callable[[str], None] | None = None,
+) -> RecipeResult:
+    """Calibrators, then partial quantization, then QAT; return the fastest variant that passes.
+
+    Stages (each only while the budget lasts; at least one candidate is always evaluated):
+      ptq      every calibrator, full INT8 (the scheme's own skips stay float);
+      partial  if no full-INT8 variant passed: sensitivity on the best-valued calibration
+               (``score_fn``, or ``meets_bound``'s value), then ``greedy_partial``;
+      qat      if no full-INT8 variant passed: ``qat_fn`` on a copy of the best calibration;
+               skipped when a partial variant passed and measured latency says the full-INT8
+               structure is not faster than it;
+      qat+partial  if nothing passed yet: ``greedy_partial`` on the QAT model (same ranking).
+    Search order assumes that a variant with more parts in INT8 is not slower (so a passing
+    full-INT8 variant ends the search). The choice among passing candidates is the lowest
+    ``latency_fn`` (measured once per Q/DQ structure: variants that differ only in scales or
+    weights share it), ties by value; where any latency is unknown it is the fewest float parts,
+    then the fewest float quantizers, then value — the result says which. Nothing passing: the
+    highest value, with ``gap`` = ``threshold`` − value (``threshold`` defaults to
+    ``meets_bound.threshold`` when it has one).
+    """
+    budget = (budget if budget is not None else Budget()).start()
+    threshold = threshold if threshold is not None else getattr(meets_bound, "threshold", None)
+    say = progress or (lambda msg: None)
+    specs = [CalibratorSpec.parse(s) for s in calibrators]
+    if not specs:
+        raise ValueError("auto_recipe needs at least one calibrator")
+    candidates: list[_Candidate] = []
+    latency_cache: dict[frozenset[str], tuple[float | None, str]] = {}
+    notes: list[str] = []
+    qat_skipped = False
+    stop_reason = ""
+
+    def measure(c: _Candidate) -> None:
+        if latency_fn is None or c.latency_source is not None:
+            return
+        assert c.model is not None
+        c.latency, first, fresh = _structure_latency(c.model, c.float_quantizers, latency_fn, latency_cache, c.name)
+        if not fresh:
+            c.latency_source = f"same Q/DQ structure as {first}"
+        else:
+            c.latency_source = "measured" if c.latency is not None else "unknown"
+
+    def record(c: _Candidate) -> _Candidate:
+        if c.passed:
+            measure(c)
+        candidates.append(c)
+        say(f"{c.name}: value {c.value}, {'passed' if c.passed else 'failed'}")
+        return c
+
+    def can_evaluate() -> bool:
+        # "Never nothing": the first candidate is evaluated whatever the budget says.
+        return budget.can_evaluate() or not any(c.value is not None for c in candidates)
+
+    # ---- stage 1: calibrators, full INT8
+    ptq: list[_Candidate] = []
+    for spec in specs:
+        if not can_evaluate():
+            stop_reason = budget.reason()
+            break
+        t0 = time.perf_counter()
+        try:
+            model = calibrate(spec)
+        except CalibrationError as exc:
+            c = _Candidate(f"ptq:{spec.name}", "ptq", spec.name, None, error=str(exc),
+                           seconds=time.perf_counter() - t0)
+            candidates.append(c)
+            say(f"{c.name}: {exc}")
+            continue
+        passed, value = _evaluate(meets_bound, model, budget)
+        ptq.append(record(_Candidate(f"ptq:{spec.name}", "ptq", spec.name, model, passed=passed, value=value,
+                                     evaluations=1, seconds=time.perf_counter() - t0)))
+        _keep_models(candidates)
+    if not ptq:
+        errors = "; ".join(f"{c.name}: {c.error}" for c in candidates if c.error)
+        raise AutoQuantError(f"auto recipe: no calibrator produced a model ({errors})")
+    base = max(ptq, key=lambda c: _finite(c.value))
+    sens: SensitivityResult | None = None
+    part_result: PartialResult | None = None
+
+    def run_partial(model: nn.Module, stage: str, calibrator: str, qat: dict | None) -> PartialResult:
+        def seen(parts: list[Part], passed: bool, value: float, secs: float) -> None:
+            name = f"{stage}:{calibrator}:" + "+".join(p.name for p in parts)
+            record(_Candidate(name, stage, calibrator, model, list(parts), qat, passed, value,
+                              evaluations=1, seconds=secs))
+        assert sens is not None
+        return greedy_partial(model, sens, meets_bound, budget=budget, on_evaluation=seen)
+
+    if any(c.passed for c in ptq):
+        stop_reason = "a full-INT8 calibration passed; partial and QAT variants cannot be faster"
+    else:
+        # ---- stage 2: partial quantization
+        if partial and can_evaluate():
+            say(f"sensitivity on {base.name}")
+            proxy = score_fn if score_fn is not None else Proxy(
+                "task metric (meets_bound value)", lambda m: meets_bound(m)[1])
+            sens = sensitivity(base.model, None, proxy, mode=sensitivity_mode, budget=budget,
+                               count_as="proxy" if score_fn is not None else "evaluation")
+            part_result = run_partial(base.model, "partial", base.calibrator, None)
+        # ---- stage 3: QAT
+        passing_partial = [c for c in candidates if c.passed]
+        if qat_fn is not None and passing_partial and latency_fn is not None:
+            measure(base)  # the full-INT8 structure, which QAT keeps
+            best_partial = min(c.latency for c in passing_partial if c.latency is not None) \
+                if any(c.latency is not None for c in passing_partial) else None
+            if base.latency is not None and best_partial is not None and base.latency >= best_partial:
+                notes.append(f"QAT skipped: full INT8 measured {base.latency:.4g}, not faster than the "
+                             f"passing partial variant ({best_partial:.4g})")
+                qat_skipped = True
+        if qat_fn is None:
+            notes.append("QAT not run: no qat_fn given")
+        elif not qat_skipped and can_evaluate():
+            say(f"QAT from ptq:{base.calibrator}")
+            t0 = time.perf_counter()
+            model = copy.deepcopy(base.model)
+            info = qat_fn(model)
+            qat_info = info.to_dict() if hasattr(info, "to_dict") else (dict(info) if info else {})
+            passed, value = _evaluate(meets_bound, model, budget)
+            qc = record(_Candidate(f"qat:{base.calibrator}", "qat", base.calibrator, model, qat=qat_info,
+                                   passed=passed, value=value, evaluations=1, seconds=time.perf_counter() - t0))
+            # ---- stage 4: partial quantization of the QAT model
+            if not any(c.passed for c in candidates) and partial and sens is not None and can_evaluate():
+                run_partial(qc.model, "qat+partial", base.calibrator, qat_info)
+        if not stop_reason:
+            stop_reason = budget.reason() or "search finished"
+
+    # ---- choose
+    passing = [c for c in candidates if c.passed]
+    if passing:
+        if latency_fn is not None and all(c.latency is not None for c in passing):
+            chosen = min(passing, key=lambda c: (c.latency, -_finite(c.value)))
+            selection = f"lowest measured latency among {len(passing)} passing candidate(s), ties by value"
+        else:
+            chosen = min(passing, key=lambda c: (len(c.float_parts), len(c.float_quantizers), -_finite(c.value)))
+            why = "no latency_fn" if latency_fn is None else "latency unknown for some candidates"
+            selection = (f"{why}: assumed fewer float parts is faster; fewest float parts, then quantizers, "
+                         f"then highest value among {len(passing)} passing candidate(s)")
+    else:
+        chosen = max((c for c in candidates if c.value is not None), key=lambda c: _finite(c.value))
+        selection = "nothing met the bound: the highest value found"
+    model = chosen.model
+    assert model is not None
+    part_costs = None
+    if chosen.float_parts and latency_fn is not None:
+        part_costs = _float_part_costs(chosen, latency_fn, latency_cache)
+    if chosen.float_parts:
+        apply_skip_patterns(model, patterns_for(chosen.float_parts))
+    gap = None if chosen.passed or threshold is None or chosen.value is None else threshold - chosen.value
+    description = {"stage": chosen.stage, "calibrator": chosen.calibrator,
+                   "float_parts": [p.name for p in chosen.float_parts],
+                   "skip_patterns": list(patterns_for(chosen.float_parts)),
+                   "float_quantizers": len(chosen.float_quantizers), "qat": chosen.qat}
+    return RecipeResult(
+        model=model, name=chosen.name, passed=chosen.passed, value=chosen.value, threshold=threshold, gap=gap,
+        latency=chosen.latency, description=description, selection=selection,
+        trace=[c.to_dict() for c in candidates], sensitivity=sens.to_dict() if sens else None,
+        partial=part_result.to_dict() if part_result else None,
+        budget=budget.to_dict() | {"latency_measurements": len(latency_cache)},
+        stop_reason=stop_reason, notes=notes, float_part_costs=part_costs,
+    )
+
+
+def _structure_latency(model: nn.Module, float_names: frozenset[str], latency_fn: Callable[[nn.Module], float | None],
+                       cache: dict[frozenset[str], tuple[float | None, str]], label: str,
+                       ) -> tuple[float | None, str, bool]:
+    """Latency of ``model`` with ``float_names`` left in float, measured once per Q/DQ structure.
+
+    Returns (latency or None, the label of the first measurement of that structure, whether this
+    call measured it).
+    """
+    key = enabled_quantizers(model) - float_names
+    if key in cache:
+        return (*cache[key], False)
+    with _float(model, float_names):
+        value = latency_fn(model)
+    cache[key] = (None if value is None else float(value), label)
+    return (*cache[key], True)
+
+
+def _float_part_costs(chosen: _Candidate, latency_fn: Callable[[nn.Module], float | None],
+                      cache: dict[frozenset[str], tuple[float | None, str]]) -> dict[str, Any]:
+    """What each float part of the chosen variant costs on the target engine.
+
+    The chosen model with every part in INT8, then with each part alone left in float: its
+    latency minus the full-INT8 one is that part's price (structures already measured are reused).
+    """
+    assert chosen.model is not None
+
+    def latency(float_names: frozenset[str], label: str) -> float | None:
+        return _structure_latency(chosen.model, float_names, latency_fn, cache, label)[0]
+
+    full = latency(frozenset(), "full INT8 (part costs)")
+    parts = []
+    for part in chosen.float_parts:
+        value = latency(frozenset(part.quantizers), f"{part.name} float (part costs)")
+        parts.append({"part": part.name, "quantizers": len(part.quantizers), "latency": _num(value),
+                      "delta": _num(value - full) if value is not None and full is not None else None})
+    together = latency(chosen.float_quantizers, chosen.name)
+    return {"full_int8": _num(full), "chosen": _num(together), "parts": parts,
+            "delta": _num(together - full) if together is not None and full is not None else None}
+
+
+def _keep_models(candidates: list[_Candidate]) -> None:
+    """Drop PTQ models no longer needed (memory): keep the best-valued one and every passing one."""
+    ptq = [c for c in candidates if c.stage == "ptq" and c.model is not None]
+    if not ptq:
+        return
+    best = max(ptq, key=lambda c: _finite(c.value))
+    for c in ptq:
+        if c is not best and not c.passed:
+            c.model = None
+
+
+# ----------------------------------------------------------------------------------- helpers
+
+
+def _finite(x: float | None) -> float:
+    """NaN and None sort as worst."""
+    return -math.inf if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def _num(x: float | None) -> float | None:
+    """JSON-safe number: non-finite values become None."""
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def _diff(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)):
+        return None
+    return float(a - b)
+
+
+__all__ = [
+    "Part", "find_parts", "pattern_matches", "patterns_for", "enabled_quantizers",
+    "Budget", "Proxy", "logits_sqnr_proxy", "outputs_fn", "MeetsBound",
+    "PartSensitivity", "SensitivityResult", "sensitivity", "SENSITIVITY_MODES",
+    "PartialResult", "greedy_partial", "MINIMALITY_NOTE",
+    "CalibratorSpec", "DEFAULT_CALIBRATORS", "Calibrations",
+    "RecipeResult", "auto_recipe", "AutoQuantError",
+]

@@ -1,0 +1,136 @@
+"""Split a suite's cells into N shards of about equal expected cost, for N machines in parallel.
+
+The unit of work is a model × task group: its cells share one model load, one tokenization, the
+fp32 outputs every verdict compares with, each scheme's calibrated variant and its ONNX export
+(an engine cell needs the export cell of its scheme in the same run folder), and the fp32 latency
+every speedup is measured beside. So a group is never split; groups are assigned to shards by
+LPT (longest processing time first: the costliest group goes to the least-loaded shard), which
+is deterministic (ties broken by the group's name, then the shard number) and within 4/3 of the
+best possible makespan. With fewer groups than shards some shards are empty.
+
+The cost model is deliberately simple and only its ratios matter (``estimate_cost``):
+
+* accuracy / fidelity cell: examples scored × ``SECONDS_PER_EXAMPLE`` (examples: the task's
+  ``eval_limit``, else its known GLUE dev size, else ``DEFAULT_EXAMPLES``; fidelity: ``texts``);
+  a quantized scheme's torch cell adds its calibration samples;
+* latency cell: ``warmup_s + min_duration_s`` of the suite's timing plus a process start (twice
+  for ONNX Runtime's fp32 cells, which time the plain and the fused graph);
+* export cell: ``EXPORT_SECONDS``; each group adds ``GROUP_SECONDS`` for loading model and data.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import OrderedDict
+from typing import Callable, Sequence
+
+from qdqbench.core.errors import QdqbenchError
+from qdqbench.config.suite import Cell, Suite, TaskSpec, TimingSpec
+
+# Dev-set sizes of the GLUE tasks (the evaluation split qdqbench scores) and SQuAD.
+DEV_EXAMPLES = {
+    "cola": 1043, "sst2": 872, "mrpc": 408, "stsb": 1500, "qqp": 40430, "mnli": 9815,
+    "mnli-mm": 9832, "qnli": 5463, "rte": 277, "wnli": 71, "squad": 10570, "squad-v2": 11873,
+}
+DEFAULT_EXAMPLES = 1000
+SECONDS_PER_EXAMPLE = 0.01  # BERT-base at seq 128, batched, on a CPU engine; GPU is faster, alike for all
+EXPORT_SECONDS = 10.0
+GROUP_SECONDS = 15.0
+PROCESS_START_SECONDS = 2.0
+
+_SHARD_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'2/4' → (2, 4): shard K of N, 1-based; a one-line QdqbenchError otherwise."""
+    m = _SHARD_RE.match(str(text))
+    if not m:
+        raise QdqbenchError(f"--shard '{text}': expected K/N with whole numbers, e.g. 2/4")
+    k, n = int(m.group(1)), int(m.group(2))
+    if n < 1:
+        raise QdqbenchError(f"--shard '{text}': N must be at least 1")
+    if not 1 <= k <= n:
+        raise QdqbenchError(f"--shard '{text}': K must be between 1 and N={n} (shards are numbered from 1)")
+    return k, n
+
+
+def _task_examples(name: str, spec: TaskSpec | None) -> int:
+    if spec is not None and spec.kind == "embedding-fidelity":
+        return spec.texts
+    key = ((spec.name if spec is not None else None) or name).lower().replace("-", "").replace("_", "")
+    size = {k.replace("-", ""): v for k, v in DEV_EXAMPLES.items()}.get(key, DEFAULT_EXAMPLES)
+    if spec is not None and spec.eval_limit:
+        size = min(size, spec.eval_limit)
+    return size
+
+
+def estimate_cost(cell: Cell, suite: Suite | None = None) -> float:
+    """Expected seconds of one cell under the module's cost model."""
+    timing = suite.timing if suite is not None else TimingSpec()
+    if cell.kind == "latency":
+        one = timing.warmup_s + timing.min_duration_s + PROCESS_START_SECONDS
+        scheme = suite.schemes.get(cell.scheme) if suite is not None else None
+        if cell.backend == "onnxruntime" and timing.best_fp32 and scheme is not None and scheme.kind == "fp32":
+            return 2 * one  # plain and transformer-fused graphs are both timed
+        return one
+    if cell.kind == "export":
+        return EXPORT_SECONDS
+    task = suite.tasks.get(cell.task) if suite is not None else None
+    cost = _task_examples(cell.task, task) * SECONDS_PER_EXAMPLE
+    if suite is not None and cell.backend == "torch":
+        scheme = suite.schemes.get(cell.scheme)
+        if scheme is not None and scheme.kind == "qdq":
+            cost += scheme.calibration.samples * SECONDS_PER_EXAMPLE
+    return cost
+
+
+def group_key(cell: Cell) -> tuple[str, str]:
+    """The unit of sharding: (model, task)."""
+    return (cell.model, cell.task)
+
+
+def assign_groups(costs: dict[tuple[str, str], float], n: int) -> dict[tuple[str, str], int]:
+    """LPT: each group, costliest first (ties by name), to the least-loaded shard (ties: lowest index)."""
+    loads = [0.0] * n
+    out = {}
+    for key in sorted(costs, key=lambda k: (-costs[k], k)):
+        i = min(range(n), key=lambda j: (loads[j], j))
+        out[key] = i
+        loads[i] += costs[key]
+    return out
+
+
+def shard_cells(cells: Sequence[Cell], k: int, n: int, suite: Suite | None = None,
+                cost: Callable[[Cell], float] | None = None) -> list[Cell]:
+    """The cells of shard ``k`` of ``n`` (1-based), in their original order."""
+    if not (isinstance(k, int) and isinstance(n, int) and 1 <= k <= n):
+        raise QdqbenchError(f"shard {k}/{n}: K must be between 1 and N")
+    cost_of = cost or (lambda c: estimate_cost(c, suite))
+    parts: OrderedDict[tuple[str, str], list[float]] = OrderedDict()
+    for c in cells:
+        parts.setdefault(group_key(c), [GROUP_SECONDS]).append(cost_of(c))
+    # fsum is exact, so a group's cost (and so every tie) does not depend on the cells' order.
+    where = assign_groups({key: math.fsum(costs) for key, costs in parts.items()}, n)
+    return [c for c in cells if where[group_key(c)] == k - 1]
+
+
+def shard_loads(cells: Sequence[Cell], n: int, suite: Suite | None = None,
+                cost: Callable[[Cell], float] | None = None) -> list[float]:
+    """The expected cost of each of the ``n`` shards (for logs and tests)."""
+    cost_of = cost or (lambda c: estimate_cost(c, suite))
+    loads = [0.0] * n
+    for k in range(1, n + 1):
+        part = shard_cells(cells, k, n, suite, cost_of)
+        groups = {group_key(c) for c in part}
+        loads[k - 1] = sum(cost_of(c) for c in part) + GROUP_SECONDS * len(groups)
+    return loads
+
+
+def add_shard_argument(parser) -> None:
+    """Add ``--shard K/N`` to an argparse parser (text; ``parse_shard`` gives the one-line error)."""
+    parser.add_argument(
+        "--shard", metavar="K/N",
+        help="run only shard K of N: whole model × task groups, balanced by expected cost "
+             "(join the run folders with qdqbench merge)",
+    )
