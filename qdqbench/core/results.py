@@ -21,6 +21,8 @@ from typing import Any, Callable, Iterable, Iterator, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from qdqbench.core.errors import QdqbenchError
+# The one atomic writer and the artifact hash live in core.files; re-exported for the run folder API.
+from qdqbench.core.files import file_sha256, write_bytes_atomic, write_json_atomic, write_text_atomic  # noqa: F401
 
 SCHEMA_VERSION = 1
 
@@ -264,17 +266,6 @@ def _write(fd: int, data: memoryview) -> int:
     return os.write(fd, data)
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes, read in 1 MiB blocks (artifacts are checked on every resume)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_records(run_dir: Path, *, on_skip: Callable[[list[SkippedLine]], None] | None = warn_skipped
                  ) -> list[Record]:
     """The records of a run folder; skipped lines go to ``on_skip`` (default: warnings on stderr)."""
@@ -307,37 +298,6 @@ def load_run_info(run_dir: Path) -> dict[str, Any]:
     if not isinstance(info, dict):
         raise QdqbenchError(f"{p}: run.json is damaged (a JSON {type(info).__name__}, not an object)")
     return info
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON via a temporary file, fsync and rename, so readers never see half a file."""
-    write_bytes_atomic(path, (json.dumps(data, indent=2, sort_keys=False, default=str) + "\n").encode("utf-8"))
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write text (UTF-8, newlines kept) atomically."""
-    write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """The one atomic writer: a unique temporary file beside ``path``, fsync, rename.
-
-    A crash leaves the old file or the new one, never half of either; a failure (disk full)
-    removes the temporary file and raises OSError with the old file untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def records_by(records: Iterable[Record], **match: Any) -> list[Record]:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
 import numpy as np
 
 from qdqbench.core.errors import BackendError
+from qdqbench.core.errors import one_line  # noqa: F401 — the engines' one formatter, re-exported
 
 if TYPE_CHECKING:
     from qdqbench.core.results import Shape
@@ -86,16 +87,6 @@ def check_onnx_file(path: Path) -> Path:
     if head[0] not in _ONNX_FIRST_TAGS:
         raise BackendError(f"not an ONNX model (unexpected leading bytes): {path}")
     return path
-
-
-def one_line(exc: BaseException, limit: int = 400) -> str:
-    """A runtime exception squeezed to one line (runtimes raise multi-line C++ traces)."""
-    # OpenVINO prefixes its message with one "Exception from src/...:NN:" line per C++ frame;
-    # those carry no meaning for a user, the lines after them do.
-    lines = [ln.strip() for ln in str(exc).splitlines()
-             if ln.strip() and not ln.strip().startswith("Exception from ")]
-    text = " ".join(lines) if lines else type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def select_feeds(feeds: Feeds, wanted: list[str], dtypes: dict[str, Any] | None = None) -> Feeds:

@@ -254,7 +254,7 @@ class OnnxRuntimeSession:
         except BackendError:
             raise
         except Exception as exc:  # ORT raises its own exception types per error code
-            raise BackendError(f"{self.backend} run failed: {one_line(exc)}") from exc
+            raise BackendError(f"{self.backend} run failed: {one_line(exc, typed=False, join=True)}") from exc
         return np.asarray(out, dtype=np.float32)
 
     def _run(self, x: Feeds) -> np.ndarray:
@@ -343,7 +343,7 @@ class OnnxRuntimeBackend:
         try:
             source_ops = count_ops(artifact)
         except Exception as exc:
-            raise BackendError(f"cannot read ONNX file {artifact}: {one_line(exc)}") from exc
+            raise BackendError(f"cannot read ONNX file {artifact}: {one_line(exc, typed=False, join=True)}") from exc
         model_has_qdq = bool(source_ops.get("QuantizeLinear") or source_ops.get("DequantizeLinear"))
         if self.provider is not None:
             return self._prepare_gpu(ort, artifact, precision, shapes, model_has_qdq,
@@ -376,7 +376,7 @@ class OnnxRuntimeBackend:
                 sess = ort.InferenceSession(str(model_path), so, providers=providers,
                                             disabled_optimizers=disabled or None)
             except Exception as exc:
-                raise BackendError(f"onnxruntime cannot load {artifact}: {one_line(exc)}") from exc
+                raise BackendError(f"onnxruntime cannot load {artifact}: {one_line(exc, typed=False, join=True)}") from exc
             ops = count_ops(optimized) if optimized.exists() else {}
         info["providers"] = sess.get_providers()
         info["provider"] = info["providers"][0]
@@ -458,7 +458,7 @@ class OnnxRuntimeBackend:
                     sess = ort.InferenceSession(str(artifact), so, providers=providers,
                                                 disabled_optimizers=disabled or None)
             except Exception as exc:
-                raise BackendError(f"{self.name} cannot load {artifact}: {one_line(exc)}") from exc
+                raise BackendError(f"{self.name} cannot load {artifact}: {one_line(exc, typed=False, join=True)}") from exc
             got = sess.get_providers()
             info["providers"] = got
             info["provider"] = got[0]
@@ -480,7 +480,7 @@ class OnnxRuntimeBackend:
                 raise
             except Exception as exc:
                 raise BackendError(f"{self.name} first inference failed on {artifact}: "
-                                   f"{one_line(exc)}") from exc
+                                   f"{one_line(exc, typed=False, join=True)}") from exc
         summary = provider_summary(events)
         info["providers_used"] = summary["nodes"]
         info["ops_by_provider"] = summary["ops"]
@@ -542,7 +542,7 @@ def _preload_gpu_libraries(ort: Any, variant: str) -> dict[str, Any]:
 
             done["tensorrt"] = getattr(tensorrt, "__version__", "?")
         except Exception as exc:  # ImportError, or a broken install raising OSError
-            done["tensorrt"] = f"not imported: {one_line(exc)}"
+            done["tensorrt"] = f"not imported: {one_line(exc, typed=False, join=True)}"
     if hasattr(ort, "preload_dlls"):
         printed = io.StringIO()
         try:
@@ -550,7 +550,7 @@ def _preload_gpu_libraries(ort: Any, variant: str) -> dict[str, Any]:
                 ort.preload_dlls()
             done["preload_dlls"] = "ok"
         except Exception as exc:
-            done["preload_dlls"] = f"failed: {one_line(exc)}"
+            done["preload_dlls"] = f"failed: {one_line(exc, typed=False, join=True)}"
         if printed.getvalue().strip():
             done["preload_dlls_output"] = one_line(Exception(printed.getvalue()))
     return done
@@ -576,7 +576,7 @@ def _fuse_transformer(artifact: Path, tmp: Path, num_heads: int, hidden_size: in
         stats = {k: int(v) for k, v in model.get_fused_operator_statistics().items() if v}
     except Exception as exc:
         raise BackendError(f"onnxruntime transformer fusion failed on {artifact}: "
-                           f"{one_line(exc)}") from exc
+                           f"{one_line(exc, typed=False, join=True)}") from exc
     finally:
         logger.setLevel(level)
     return out, stats

@@ -94,7 +94,7 @@ class OpenVINOSession:
         try:
             result = self._request.infer(x)
         except Exception as exc:
-            raise BackendError(f"openvino inference failed: {one_line(exc)}") from exc
+            raise BackendError(f"openvino inference failed: {one_line(exc, typed=False, join=True)}") from exc
         return np.array(result[self._compiled.output(0)], dtype=np.float32)
 
     def time(self, feeds: Feeds, settings: Any) -> Any:
@@ -156,7 +156,7 @@ class OpenVINOBackend:
         try:
             model = core.read_model(str(artifact))
         except Exception as exc:
-            raise BackendError(f"openvino cannot read {artifact}: {one_line(exc)}") from exc
+            raise BackendError(f"openvino cannot read {artifact}: {one_line(exc, typed=False, join=True)}") from exc
         # ONNX QuantizeLinear/DequantizeLinear arrive as FakeQuantize (or Convert+Subtract+Multiply
         # for constant weights); FakeQuantize is the marker of a Q/DQ model.
         model_has_qdq = any(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops())
@@ -177,7 +177,7 @@ class OpenVINOBackend:
         try:
             compiled = core.compile_model(model, "CPU", config)
         except Exception as exc:
-            raise BackendError(f"openvino cannot compile {artifact}: {one_line(exc)}") from exc
+            raise BackendError(f"openvino cannot compile {artifact}: {one_line(exc, typed=False, join=True)}") from exc
 
         hint = _hint_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
         precisions = runtime_precisions(compiled.get_runtime_model())

@@ -401,7 +401,7 @@ class TensorRTBackend:
         except ImportError:
             return "TensorRT not importable: pip install 'qdqbench[gpu]'"
         except Exception as exc:  # a broken install: the wheel is there, a CUDA library is not
-            return f"TensorRT not importable ({one_line(exc, 200)}): pip install 'qdqbench[gpu]'"
+            return f"TensorRT not importable ({one_line(exc, 200, typed=False, join=True)}): pip install 'qdqbench[gpu]'"
         try:
             import torch
         except ImportError:
@@ -480,7 +480,7 @@ class TensorRTBackend:
             details = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
             info["layer_precisions"] = layer_precisions(details)
         except Exception as exc:  # best effort: inspector output differs across versions
-            info["layer_precisions_error"] = one_line(exc)
+            info["layer_precisions_error"] = one_line(exc, typed=False, join=True)
         eff = _effective_precision(precision, plan, info.get("layer_precisions"))
         return TensorRTSession(trt, runtime, engine, logger, eff, info, cuda_graph)
 
@@ -540,7 +540,7 @@ def onnx_input_names(path: Path) -> list[str]:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
-        raise BackendError(f"cannot read ONNX file {path}: {one_line(exc)}") from exc
+        raise BackendError(f"cannot read ONNX file {path}: {one_line(exc, typed=False, join=True)}") from exc
     inits = {i.name for i in model.graph.initializer}
     return [i.name for i in model.graph.input if i.name not in inits]
 

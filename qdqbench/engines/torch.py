@@ -122,7 +122,7 @@ class TorchSession:
             except BackendError:
                 raise
             except Exception as exc:
-                raise BackendError(f"torch forward failed: {one_line(exc)}") from exc
+                raise BackendError(f"torch forward failed: {one_line(exc, typed=False, join=True)}") from exc
             return y.float().cpu().numpy()
 
     def time(self, feeds: Feeds, settings: Any) -> Any:
@@ -160,7 +160,7 @@ class TorchSession:
                 # A model that syncs or copies from the host inside forward cannot be captured:
                 # time it eagerly and say so, rather than lose the cell.
                 torch.cuda.synchronize()
-                self.info["cuda_graph"] = f"capture failed, timed eagerly: {one_line(exc, 200)}"
+                self.info["cuda_graph"] = f"capture failed, timed eagerly: {one_line(exc, 200, typed=False, join=True)}"
                 method = "CUDA events around the eager forward (CUDA-graph capture failed; GPU time)"
             else:
                 return measure_cuda(graph.replay, settings, batch=batch, seq=seq, stream=stream,
@@ -203,7 +203,7 @@ class TorchBackend:
             # Our own artifact (save_torch_artifact): a pickled module, so weights_only=False.
             saved = torch.load(artifact, map_location="cpu", weights_only=False)
         except Exception as exc:
-            raise BackendError(f"cannot load torch artifact {artifact}: {one_line(exc)}") from exc
+            raise BackendError(f"cannot load torch artifact {artifact}: {one_line(exc, typed=False, join=True)}") from exc
         if not isinstance(saved, dict) or saved.get("format") != "qdqbench-torch-module/1":
             raise BackendError(f"not a qdqbench torch artifact (save_torch_artifact writes them): {artifact}")
         model = saved["module"]

@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     except QdqbenchError as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     except Exception as exc:  # any runtime failure becomes one line for the parent
-        message = f"{args.backend} failed on {args.artifact}: {type(exc).__name__}: {one_line(exc)}"
+        message = f"{args.backend} failed on {args.artifact}: {type(exc).__name__}: {one_line(exc, typed=False, join=True)}"
     else:
         _write(args.out, result)
         return 0

@@ -52,7 +52,7 @@ from typing import Any, Callable, Iterable, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from qdqbench.core.errors import ExportError, SuiteError, did_you_mean
+from qdqbench.core.errors import one_line, ExportError, SuiteError, did_you_mean
 
 Feeds = dict[str, np.ndarray]
 
@@ -305,7 +305,7 @@ def build_peer_onnx(
         raise
     except Exception as exc:  # noqa: BLE001 — a tool's failure becomes one line naming the file
         tmp.unlink(missing_ok=True)
-        raise ExportError(f"{kind} quantization of {fp32_onnx} failed: {_one_line(exc)}") from exc
+        raise ExportError(f"{kind} quantization of {fp32_onnx} failed: {one_line(exc, 300)}") from exc
     tmp.replace(out)
     return {
         "kind": kind,
@@ -322,12 +322,6 @@ def build_peer_onnx(
         "notes": [],
         **facts,
     }
-
-
-def _one_line(exc: BaseException, limit: int = 300) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _onnx_inputs(path: Path) -> list[str]:
@@ -389,7 +383,7 @@ def _ort_preprocess(fp32: Path, folder: Path) -> Path:
         # auto_merge: without it symbolic shape inference gives up on transformers-5 exports.
         quant_pre_process(str(fp32), str(pre), auto_merge=True)
     except Exception as exc:  # noqa: BLE001
-        raise ExportError(f"onnxruntime pre-processing (quant_pre_process) of {fp32} failed: {_one_line(exc)}; "
+        raise ExportError(f"onnxruntime pre-processing (quant_pre_process) of {fp32} failed: {one_line(exc, 300)}; "
                           "set preprocess: false to quantize the export as it is") from exc
     return pre
 
@@ -480,7 +474,7 @@ def _import_modelopt(module: str):
     try:
         return importlib.import_module(module)
     except Exception as exc:  # noqa: BLE001 — installed but broken (a missing dependency, CUDA libs)
-        raise ExportError(f"nvidia-modelopt is installed but {module} cannot be imported: {_one_line(exc)}") from exc
+        raise ExportError(f"nvidia-modelopt is installed but {module} cannot be imported: {one_line(exc, 300)}") from exc
 
 
 def _modelopt_version() -> str:

@@ -326,9 +326,10 @@ def _machine() -> dict[str, Any]:
 
 
 def _one_line(exc: BaseException) -> str:
-    from qdqbench.engines.base import one_line
+    from qdqbench.core.errors import one_line
 
-    return f"{type(exc).__name__}: {one_line(exc)}" if not str(exc) else one_line(exc)
+    # Runtime messages name themselves; only a bare exception needs its type to say anything.
+    return one_line(exc, typed=not str(exc).strip(), join=True)
 
 
 def build_tiny_model(work: Path) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from qdqbench.core.errors import QdqbenchError
+from qdqbench.core.errors import QdqbenchError, one_line
 from qdqbench.core.results import (Metric, Record, ResultStore, ResultStoreError, Shape, load_run_info, read_json_file,
                               write_json_atomic, write_text_atomic)
 from qdqbench.config.suite import Cell, QATSpec, SchemeSpec, Suite, expand
@@ -36,14 +36,6 @@ RESULTS = "results.jsonl"
 def now() -> str:
     """UTC timestamp, ISO 8601."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def one_line(exc: BaseException) -> str:
-    """``Type: first line`` of an exception; qdqbench's own errors are already one line."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if isinstance(exc, QdqbenchError):
-        return text
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class CellFailure(Exception):

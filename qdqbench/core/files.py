@@ -1,0 +1,82 @@
+"""The one way qdqbench writes a file that a reader may see: whole or not at all.
+
+Every run-folder file (``run.json``, ``suite.json``, reports, comparisons, amaxes, timing inputs,
+ONNX exports, engines) goes through ``write_bytes_atomic`` or ``save_atomic``: a unique temporary
+file beside the target, fsync, rename. A crash leaves the old file or the new one; a failure (disk
+full) removes the temporary file and leaves the old one untouched. ``file_sha256`` is the hash
+recorded for artifacts and checked on resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, BinaryIO, Callable
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON (indented, UTF-8) atomically."""
+    write_bytes_atomic(path, (json.dumps(data, indent=2, sort_keys=False, default=str) + "\n").encode("utf-8"))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write text (UTF-8, newlines kept) atomically."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """The one atomic writer: a unique temporary file beside ``path``, fsync, rename.
+
+    A crash leaves the old file or the new one, never half of either; a failure (disk full)
+    removes the temporary file and raises OSError with the old file untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+
+
+def save_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """``write(binary file)`` into a temporary file beside ``path``, fsync, rename.
+
+    For writers that stream (``np.save``, ``torch.save``, ``onnx.save``); a run killed mid-write
+    leaves no truncated file for a resume to trust.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks (artifacts are checked on every resume)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
