@@ -647,23 +647,16 @@ class Calibrations:
         self._collected: dict[str, nn.Module] = {}
 
     def __call__(self, spec: CalibratorSpec | str) -> nn.Module:
-        from qdqbench.quant.recipes import apply_post_calibration
+        from qdqbench.quant.build import collect, finish
 
         spec = CalibratorSpec.parse(spec)
         kind = "max" if spec.method == "max" else "histogram"
         if kind not in self._collected:
-            collector = "max" if kind == "max" else "entropy"  # any histogram method collects the same
-            model = quantize_bert(copy.deepcopy(self.fp32_model),
-                                  dataclasses.replace(self.settings, calib_method=collector))
-            with calibrating(model), torch.no_grad():
-                self.run_calibration(model)
-            self._collected[kind] = model
+            # any histogram method collects the same histogram
+            self._collected[kind] = collect(self.fp32_model, self.settings, self.run_calibration,
+                                            collector="max" if kind == "max" else "entropy")
         model = copy.deepcopy(self._collected[kind])
-        for _, q in quantizers(model):
-            if not q.is_weight:
-                q.calib_method = spec.method  # what extra_repr reports
-        finish_calibration(model, spec.method, **spec.params)
-        apply_post_calibration(model, self.settings)
+        finish(model, self.settings, spec.method, **spec.params)
         return model
 
 

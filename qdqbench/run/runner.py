@@ -482,9 +482,9 @@ class Runner:
     def _build_variant(self, data: TaskData, sname: str):
         """The fp32 model itself, or a calibrated QDQBERT copy of it (amaxes saved as an artifact)."""
         from qdqbench.tasks.evaluate import torch_forward
-        from qdqbench.quant.qdqbert import count_quantizers, quantize_bert
-        from qdqbench.quant.quantizer import calibrating, finish_calibration, quantizers
-        from qdqbench.quant.recipes import apply_post_calibration
+        from qdqbench.quant.build import build_variant
+        from qdqbench.quant.qdqbert import count_quantizers
+        from qdqbench.quant.quantizer import quantizers
 
         scheme = self.suite.schemes[sname]
         if scheme.kind == "fp32" or scheme.is_peer:
@@ -498,13 +498,9 @@ class Runner:
         if scheme.recipe == "auto":
             model, info["recipe"] = self._auto_recipe(data, sname, scheme, settings, batches, artifacts)
         else:
-            model = quantize_bert(copy.deepcopy(data.model), settings)
-            forward = torch_forward(model, data.output)
-            with calibrating(model):
-                for _, feeds in batches:
-                    forward(feeds)
-            finish_calibration(model, scheme.calibration.method, percentile=scheme.calibration.percentile)
-            changes = apply_post_calibration(model, settings)
+            model, changes = build_variant(
+                data.model, settings, lambda m: [torch_forward(m, data.output)(f) for _, f in batches],
+                scheme.calibration.method, percentile=scheme.calibration.percentile)
             if changes:
                 info["post_calibration"] = changes
             if scheme.qat is not None:
