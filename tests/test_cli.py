@@ -41,11 +41,14 @@ def test_validate_ok(capsys, tiny_suite):
 @pytest.mark.parametrize(
     "mutate, expected",
     [
-        (lambda d: d["models"]["tiny"].__setitem__("path", "/does/not/exist"), "model 'tiny': path /does/not/exist does not exist"),
+        (lambda d: d["models"]["tiny"].__setitem__("path", "/does/not/exist"),
+         "model 'tiny': path /does/not/exist does not exist"),
         (lambda d: d["tasks"]["sst2"].__setitem__("name", "sst3"), "tasks.sst2: unknown task 'sst3'"),
-        (lambda d: d["tasks"]["sst2"].__setitem__("data_dir", "/no/glue"), "tasks.sst2.data_dir: /no/glue does not exist"),
+        (lambda d: d["tasks"]["sst2"].__setitem__("data_dir", "/no/glue"),
+         "tasks.sst2.data_dir: /no/glue does not exist"),
         (lambda d: d["schemes"]["int8-max"].__setitem__("groupz", ["linear"]), "unknown key (did you mean 'groups'?)"),
-        (lambda d: d["models"]["tiny"].update(path=None, package="no-such-package-xyz"), "pip package 'no-such-package-xyz' is not installed"),
+        (lambda d: d["models"]["tiny"].update(path=None, package="no-such-package-xyz"),
+         "pip package 'no-such-package-xyz' is not installed"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, tiny_suite, capsys, mutate, expected):

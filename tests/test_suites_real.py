@@ -52,7 +52,8 @@ def test_glue_local_reproduces_fp32_and_reports_drops(tmp_path, shared_path):
     rc, rec = _run(tmp_path, "glue-local.yaml", *FAST_TIMING,
                    "--set", "shapes.batch=[8]",
                    "--set", "schemes={fp32: {kind: fp32}, int8-max: {calibration: {samples: 128}}, "
-                            "int8-max-no-residual: {groups: [linear, matmul], weight_bits: 7, calibration: {samples: 128}}}")
+                            "int8-max-no-residual: {groups: [linear, matmul], weight_bits: 7, "
+                            "calibration: {samples: 128}}}")
     assert rc == 0, [r.error for r in rec.values() if r.error]
     for name, task in (("minilm-l6-sst2", "sst2"), ("minilm-l6-mrpc", "mrpc"), ("minilm-l6-stsb", "stsb")):
         expected = json.loads((models / name / "finetune.json").read_text())["dev_metrics"]

@@ -77,9 +77,7 @@ def test_merge_compare_history_need_no_heavy_packages(tmp_path):
                     raise ImportError("blocked in this test: " + name)
         sys.meta_path.insert(0, Block())
         import json, pathlib, argparse
-        from qdqbench.review import compare
-        from qdqbench.run import merge
-        from qdqbench.review import history
+        from qdqbench.cli import compare, history, merge
         from qdqbench.core.results import Metric, Record, ResultStore, write_json_atomic
         root = pathlib.Path({str(tmp_path)!r})
         suite = {json.dumps({"name": "t", "models": {"m": {"path": "/m", "tasks": ["sst2"]}},

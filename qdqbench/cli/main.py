@@ -1,7 +1,7 @@
 """The ``qdqbench`` command: run | ls | validate | report | compare | merge | history | env.
 
 Thin: it parses arguments, calls the library and maps outcomes to the exit codes of
-``EXIT_CODES`` (README's table is written from the same list): 1 means only "a gate failed"; bad
+``EXIT_CODES`` (``cli.exits``; README's table is written from the same list): 1 means only "a gate failed"; bad
 input, a damaged or busy run folder and a full disk are one line and 2; a bug is 70 with its
 traceback in a log file; a signal N is 128+N with the resume hint.
 ``ls``, ``validate``, ``compare``, ``merge`` and ``history`` never import torch.
@@ -20,30 +20,23 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from qdqbench import __version__
-from qdqbench.review import compare
-from qdqbench.run import doctor
-from qdqbench.review import history
-from qdqbench.run import merge
+from qdqbench.cli import compare, doctor, history, merge
+from qdqbench.cli.exits import (  # noqa: F401 — EXIT_CODES and EXIT_CELLS are re-exported
+    EXIT_CELLS,
+    EXIT_CODES,
+    EXIT_GATE,
+    EXIT_INPUT,
+    EXIT_INTERNAL,
+    EXIT_OK,
+    EXIT_PIPE,
+)
+from qdqbench.cli.options import add_fail_on_argument, add_shard_argument
 from qdqbench.core.errors import Interrupted, QdqbenchError
-from qdqbench.review.gates import add_fail_on_argument
-from qdqbench.run.shard import add_shard_argument
-
-EXIT_OK, EXIT_GATE, EXIT_INPUT, EXIT_CELLS, EXIT_INTERNAL, EXIT_PIPE = 0, 1, 2, 3, 70, 141
-EXIT_CODES = {
-    EXIT_OK: "everything ran and every gate passed",
-    EXIT_GATE: "a --fail-on gate failed (and nothing else: 1 means only this)",
-    EXIT_INPUT: "bad input, a damaged or busy run folder, a full disk, nothing comparable; one line each",
-    EXIT_CELLS: "some cells failed (each recorded with its one-line error); no gate failed",
-    EXIT_INTERNAL: "internal error (a bug): the traceback is in qdqbench-error-*.log, named on stderr",
-    130: "interrupted by SIGINT (Ctrl-C); qdqbench run --resume DIR goes on",
-    143: "stopped by SIGTERM; qdqbench run --resume DIR goes on",
-    129: "stopped by SIGHUP (the terminal closed); qdqbench run --resume DIR goes on",
-    EXIT_PIPE: "stdout was closed by its reader (qdqbench ls | head); ends quietly",
-}
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="qdqbench", description="INT8 (Q/DQ) BERT accuracy and speed, side by side with fp32.")
+    p = argparse.ArgumentParser(prog="qdqbench",
+                                description="INT8 (Q/DQ) BERT accuracy and speed, side by side with fp32.")
     p.add_argument("--version", action="version", version=f"qdqbench {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -57,8 +50,10 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a suite and write a run folder with results and a report")
     suite_args(run, required=False)
-    run.add_argument("--resume", type=Path, metavar="DIR", help="resume an interrupted run folder (skips finished cells)")
-    run.add_argument("--out", type=Path, metavar="DIR", help="parent folder for the run folder (default: the suite's output.dir)")
+    run.add_argument("--resume", type=Path, metavar="DIR",
+                     help="resume an interrupted run folder (skips finished cells)")
+    run.add_argument("--out", type=Path, metavar="DIR",
+                     help="parent folder for the run folder (default: the suite's output.dir)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     add_shard_argument(run)
     add_fail_on_argument(run, "run")
@@ -99,8 +94,8 @@ def _load(args):
 
 
 def _cells(suite, shard: str | None):
-    from qdqbench.run.shard import parse_shard, shard_cells
     from qdqbench.config.suite import expand
+    from qdqbench.run.shard import parse_shard, shard_cells
 
     cells = expand(suite)
     if not shard:
@@ -139,18 +134,18 @@ def cmd_validate(args) -> int:
 def cmd_run(args) -> int:
     from rich.console import Console
 
-    from qdqbench.review.gates import check_gates, parse_gates
     from qdqbench.core.results import load_run_info
-    from qdqbench.run.runner import Runner, load_run_suite, new_run_dir
-
     from qdqbench.core.runlock import RunLock
+    from qdqbench.review.gates import check_gates, format_outcomes, parse_gates
+    from qdqbench.run.runner import Runner, load_run_suite, new_run_dir
 
     console = Console(stderr=True, soft_wrap=True)  # paths and the resume command stay on one line
     gates = parse_gates(args.fail_on, "run")
     lock = None
     if args.resume:
         if args.suite or args.sets or args.model_path or args.data_dir or args.shard:
-            raise QdqbenchError("--resume takes the suite and shard stored in the run folder; give no suite or overrides")
+            raise QdqbenchError("--resume takes the suite and shard stored in the run folder; "
+                                "give no suite or overrides")
         run_dir, suite_path = args.resume, None
         if not Path(run_dir).is_dir():
             raise QdqbenchError(f"{run_dir}: run folder not found")
@@ -192,21 +187,11 @@ def cmd_run(args) -> int:
         if lock is not None:
             lock.release()
     outcomes = check_gates(summary.records, gates)
-    for line in _gate_lines(outcomes):
+    for line in format_outcomes(outcomes):
         console.print(line, markup=False, highlight=False)
     if summary.interrupted or summary.stopped:
         return summary.exit_code
     return EXIT_GATE if any(not o.passed for o in outcomes) else summary.exit_code
-
-
-def _gate_lines(outcomes) -> list[str]:
-    """One line per gate (``gates.format_outcomes`` where it exists)."""
-    from qdqbench.review import gates
-
-    fmt = getattr(gates, "format_outcomes", None)
-    if fmt is not None:
-        return list(fmt(outcomes))
-    return [f"gate failed: {f}" for o in outcomes for f in o.failures]
 
 
 def _write_report(run_dir: Path, formats, console, *, strict: bool = False) -> list[Path]:
@@ -254,7 +239,7 @@ def _headline(r) -> str:
         mark = "[green]PASS[/green]" if v.passed else "[red]FAIL[/red]"
         return f"{v.metric} {100 * v.value:.2f} vs {100 * v.baseline:.2f} (drop {100 * v.drop:+.2f} pts) {mark}"
     if r.kind == "accuracy":
-        m = r.metric(r.details.get("primary_metric", ""))
+        m = r.metric(r.primary_metric or "")
         return f"{m.name} {100 * m.value:.2f}" if m and m.value is not None else ""
     if r.kind == "fidelity":
         c, s = r.metric("cosine_mean"), r.metric("sqnr_db")
@@ -346,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 — a bug: one line and a log, never a bare traceback
         log = _crash_log(args, exc)
         where = f"; traceback in {log}" if log else ""
-        print(f"error: internal error: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"error: internal error: {type(exc).__name__}: {first}"
               f"{where}", file=sys.stderr)
         return EXIT_INTERNAL
     finally:

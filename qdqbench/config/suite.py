@@ -15,13 +15,36 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from qdqbench.core.errors import SuiteError, did_you_mean
+# The schema reads the registries of the layers below it (engine names, peer settings, calibration
+# methods/groups/bits). All are torch-free at import time: `validate` and `ls` import no runtime
+# (tests/test_cli.py, tests/quant/test_registry.py). quant.peers also holds the peer builders, which
+# import their tools only when called.
+from qdqbench.core.errors import BackendError, SuiteError, did_you_mean
+from qdqbench.engines import BACKEND_NAMES, check_backend_name
+from qdqbench.quant.peers import PEER_KINDS, missing_requirement, validate_settings
+from qdqbench.quant.registry import (
+    CALIBRATION_METHODS,
+    CALIBRATORS,
+    DEFAULT_AUTO_CALIBRATORS,
+    GROUPS,
+    MAX_BITS,
+    MIN_BITS,
+    parse_calibrator,
+)
 
-BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
-GROUPS = ("linear", "matmul", "residual")
-CALIBRATION_METHODS = ("max", "entropy", "percentile", "mse")
+BACKENDS = BACKEND_NAMES  # re-exported; the engine registry owns the names
 TASK_KINDS = ("glue", "squad", "embedding-fidelity")
 
 
@@ -59,7 +82,7 @@ class ModelSpec(_Strict):
     max_length: int = Field(128, ge=8, le=4096)
 
     @model_validator(mode="after")
-    def _one_source(self) -> "ModelSpec":
+    def _one_source(self) -> ModelSpec:
         given = [k for k in ("hub", "path", "package") if getattr(self, k)]
         if len(given) != 1:
             raise ValueError(f"give exactly one of hub, path, package (got {', '.join(given) or 'none'})")
@@ -95,8 +118,8 @@ class TaskSpec(_Strict):
 class CalibrationSpec(_Strict):
     """How activation ranges are calibrated."""
 
-    method: Literal["max", "entropy", "percentile", "mse"] = "max"
-    percentile: float = Field(99.99, gt=0, le=100)
+    method: Literal[CALIBRATION_METHODS] = "max"  # type: ignore[valid-type]  # qdqbench.quant.registry
+    percentile: float = Field(CALIBRATORS["percentile"].params["percentile"], gt=0, le=100)
     samples: int = Field(128, ge=1)
     batch_size: int = Field(16, ge=1)
     num_bins: int = Field(2048, ge=128)
@@ -123,8 +146,7 @@ class AutoSpec(_Strict):
     """``recipe: auto``: calibrators, then partial quantization, then QAT; keep the fastest
     variant on the target engine that meets the bound, within the budget."""
 
-    calibrators: list[str] = Field(default_factory=lambda: ["max", "percentile-99.99", "percentile-99.999",
-                                                              "entropy", "mse"])
+    calibrators: list[str] = Field(default_factory=lambda: list(DEFAULT_AUTO_CALIBRATORS))
     partial: bool = True
     qat: bool = True
     max_evaluations: int = Field(40, ge=1)
@@ -140,56 +162,163 @@ class AutoSpec(_Strict):
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
         for c in v:
-            method = c.replace(":", "-").split("-", 1)[0]
-            if method not in CALIBRATION_METHODS:
-                raise ValueError(f"unknown calibrator '{c}'{did_you_mean(method, CALIBRATION_METHODS)}")
+            parse_calibrator(c)  # ValueError naming the calibrator, with did-you-mean
         if not v:
             raise ValueError("give at least one calibrator")
         return v
 
 
-PEER_SCHEME_KINDS = ("ort-dynamic", "ort-static", "modelopt")
+PEER_SCHEME_KINDS: tuple[str, ...] = tuple(PEER_KINDS)  # ort-dynamic, ort-static, modelopt
+SCHEME_KINDS: tuple[str, ...] = ("fp32", "qdq", *PEER_SCHEME_KINDS)
 
 
-class SchemeSpec(_Strict):
-    """fp32 (the baseline), a QDQBERT variant (bits, groups, weights, calibration, skips), or a
-    peer recipe (``ort-dynamic``, ``ort-static``, ``modelopt``) with its own ``peer`` settings."""
+class QDQScheme(_Strict):
+    """A QDQBERT variant: bits, groups, weights, calibration, skips, post-calibration recipes, QAT,
+    or ``recipe: auto``. The default kind: a scheme without ``kind`` is one."""
 
-    kind: Literal["fp32", "qdq", "ort-dynamic", "ort-static", "modelopt"] = "qdq"
-    bits: int = Field(8, ge=4, le=8)
+    kind: Literal["qdq"] = "qdq"
+    bits: int = Field(8, ge=MIN_BITS, le=MAX_BITS)  # qdqbench.quant.registry says why 4..8
     # Weights on a narrower grid than activations; 7 avoids int16 saturation of ONNX Runtime's
     # u8×s8 kernels on x86 CPUs without VNNI (its "reduce_range").
-    weight_bits: int | None = Field(None, ge=4, le=8)
-    groups: list[Literal["linear", "matmul", "residual"]] = Field(default_factory=lambda: list(GROUPS))
+    weight_bits: int | None = Field(None, ge=MIN_BITS, le=MAX_BITS)
+    groups: list[Literal[GROUPS]] = Field(default_factory=lambda: list(GROUPS))  # type: ignore[valid-type]
     weights: Literal["per-channel", "per-tensor"] = "per-channel"
     calibration: CalibrationSpec = Field(default_factory=CalibrationSpec)
     skip: list[str] = Field(default_factory=list)
     clip_gelu: float | None = Field(None, gt=0)  # GELU10-style clip of the FFN second linear's input amax
     fuse_qkv: bool = False  # one range for Q, K and V (engines that run them as one GEMM)
+    # The word-embedding table in int8 (per tensor): int8 table → Gather → DequantizeLinear on export.
+    quantize_embeddings: bool = False
     qat: QATSpec | None = None
     recipe: Literal["fixed", "auto"] = "fixed"
     auto: AutoSpec = Field(default_factory=AutoSpec)
-    peer: dict[str, Any] = Field(default_factory=dict)  # settings of a peer recipe, validated by qdqbench.quant.peers
+
+    @field_validator("groups")
+    @classmethod
+    def _some_group(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError(f"a qdq scheme needs at least one group ({', '.join(GROUPS)})")
+        return v
 
     @model_validator(mode="after")
-    def _kind_settings(self) -> "SchemeSpec":
-        if self.kind == "qdq" and not self.groups:
-            raise ValueError("a qdq scheme needs at least one group (linear, matmul, residual)")
-        if self.kind in PEER_SCHEME_KINDS:
-            from qdqbench.quant.peers import missing_requirement, validate_settings
-
-            validate_settings(self.kind, self.peer)  # its error names the key, with did-you-mean
-            missing = missing_requirement(self.kind, self.peer)
-            if missing:
-                raise ValueError(missing)
-        elif self.peer:
-            raise ValueError(f"'peer' settings belong to a peer scheme kind ({', '.join(PEER_SCHEME_KINDS)})")
+    def _embeddings_not_with_auto(self) -> QDQScheme:
+        # auto's sensitivity parts are layer × group; the embedding table is neither yet.
+        if self.quantize_embeddings and self.recipe == "auto":
+            raise ValueError("quantize_embeddings is not supported with recipe: auto yet; "
+                             "give it its own fixed scheme")
         return self
 
     @property
     def is_peer(self) -> bool:
-        """True for ONNX Runtime / ModelOpt recipes (no torch model of their own)."""
-        return self.kind in PEER_SCHEME_KINDS
+        """False: a QDQBERT variant is built from the torch model."""
+        return False
+
+    @property
+    def peer(self) -> dict[str, Any]:
+        """No peer settings (read by code that handles every kind)."""
+        return {}
+
+
+# The settings a QDQ scheme has and the other kinds do not.
+_QDQ_ONLY = tuple(k for k in QDQScheme.model_fields if k != "kind")
+_QDQ_DEFAULTS = QDQScheme()
+
+
+def _qdq_default(name: str) -> property:
+    """A read-only attribute of fp32 and peer schemes: the QDQ default, for code that reads every
+    scheme alike (the runner, the shard planner, the report). Setting it in a suite is an error."""
+    return property(lambda self: getattr(_QDQ_DEFAULTS, name),
+                    doc=f"``{name}`` of a default qdq scheme (this kind has no such setting).")
+
+
+class _NotQDQ(_Strict):
+    """fp32 and peer schemes: every QDQ setting readable, at its default, none settable."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_dump(cls, data: Any) -> Any:
+        # A suite.json written before schemes were split (a run started with an older qdqbench,
+        # resumed now) holds every setting of the flat scheme. Those the kind never used are
+        # dropped; only a complete dump qualifies, so a hand-written `bits:` is still refused.
+        # (quantize_embeddings came later than the split: a dump without it still qualifies.)
+        if isinstance(data, dict) and (set(_QDQ_ONLY) - {"quantize_embeddings"}) | {"peer"} <= set(data):
+            data = {k: v for k, v in data.items() if k not in _QDQ_ONLY}
+            if data.get("peer") == {} and cls is Fp32Scheme:
+                data.pop("peer")
+        return data
+
+
+for _name in _QDQ_ONLY:
+    setattr(_NotQDQ, _name, _qdq_default(_name))
+del _name
+
+
+class Fp32Scheme(_NotQDQ):
+    """The fp32 baseline: the model as it is (exactly one per suite)."""
+
+    kind: Literal["fp32"]
+
+    @property
+    def is_peer(self) -> bool:
+        """False: the baseline is the torch model itself."""
+        return False
+
+    @property
+    def peer(self) -> dict[str, Any]:
+        """No peer settings."""
+        return {}
+
+
+class PeerScheme(_NotQDQ):
+    """A peer recipe (``ort-dynamic``, ``ort-static``, ``modelopt``) with its own ``peer`` settings,
+    validated by ``qdqbench.quant.peers``."""
+
+    kind: Literal[PEER_SCHEME_KINDS]  # type: ignore[valid-type]
+    peer: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _peer_settings(self) -> PeerScheme:
+        validate_settings(self.kind, self.peer)  # its error names the key, with did-you-mean
+        missing = missing_requirement(self.kind, self.peer)
+        if missing:
+            raise ValueError(missing)
+        return self
+
+    @property
+    def is_peer(self) -> bool:
+        """True: an ONNX Runtime / ModelOpt recipe (no torch model of its own)."""
+        return True
+
+
+class _UnknownKindScheme(BaseModel):
+    """Only reports an unknown ``kind`` (as a literal error listing every kind, with did-you-mean)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    kind: Literal[SCHEME_KINDS]  # type: ignore[valid-type]
+
+
+_SCHEME_TAGS: dict[str, type[BaseModel]] = {"fp32": Fp32Scheme, "qdq": QDQScheme, "peer": PeerScheme,
+                                            "unknown-kind": _UnknownKindScheme}
+
+
+def _scheme_tag(value: Any) -> str:
+    """Which scheme class validates ``value``: by its ``kind`` (default qdq)."""
+    kind = value.get("kind", "qdq") if isinstance(value, dict) else getattr(value, "kind", "qdq")
+    if not isinstance(kind, str) or kind not in SCHEME_KINDS:
+        return "unknown-kind"
+    return "peer" if kind in PEER_SCHEME_KINDS else kind
+
+
+# A scheme, told apart by ``kind``. Every variant has ``kind``, ``is_peer``, ``peer`` and the QDQ
+# settings (fixed at their defaults on fp32 and peer schemes), so code reading schemes needs no
+# isinstance; the YAML is the same as when schemes were one flat class.
+SchemeSpec = Annotated[
+    Annotated[Fp32Scheme, Tag("fp32")]
+    | Annotated[QDQScheme, Tag("qdq")]
+    | Annotated[PeerScheme, Tag("peer")]
+    | Annotated[_UnknownKindScheme, Tag("unknown-kind")],
+    Discriminator(_scheme_tag),
+]
 
 
 class ShapesSpec(_Strict):
@@ -231,14 +360,14 @@ class TimingSpec(_Strict):
     min_iters: int = Field(50, ge=1)
     min_duration_s: float = Field(3.0, ge=0)
     max_duration_s: float = Field(60.0, gt=0)
-    # onnxruntime fp32 rows: time the plain ORT_ENABLE_ALL graph and ORT's transformer fusion,
-    # and report the faster as the fp32 baseline (both figures kept), so no speedup is measured
-    # against a weak baseline.
+    # fp32 latency rows: time every fp32 configuration the engine declares
+    # (``Backend.fp32_configurations``; ONNX Runtime: plain and transformer-fused) and report the
+    # fastest as the fp32 baseline (each figure kept), so no speedup is measured against a weak one.
     best_fp32: bool = True
     torch: TorchTimingSpec | None = None  # set to time the torch model too (off by default)
 
     @model_validator(mode="after")
-    def _durations(self) -> "TimingSpec":
+    def _durations(self) -> TimingSpec:
         # The cap wins in timing.py, so a minimum above it would silently never be reached.
         if self.min_duration_s > self.max_duration_s:
             raise ValueError(f"min_duration_s ({self.min_duration_s:g}) is longer than "
@@ -254,9 +383,6 @@ class OutputSpec(_Strict):
 
 
 def _backend_name(name: str) -> str:
-    from qdqbench.engines import check_backend_name
-    from qdqbench.core.errors import BackendError
-
     try:
         return check_backend_name(name)
     except BackendError as exc:
@@ -301,7 +427,7 @@ class Suite(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _references(self) -> "Suite":
+    def _references(self) -> Suite:
         problems = []
         for mname, m in self.models.items():
             for t in m.tasks:
@@ -413,7 +539,11 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
         if field is None:
             return None
         ann = field.annotation
-        nxt = {"models": ModelSpec, "tasks": TaskSpec, "schemes": SchemeSpec}.get(str(key)) if cur is Suite else None
+        if cur is Suite and key == "schemes":
+            # schemes.<name>.<tag>...: the union's tag names the scheme class
+            cur, i = _SCHEME_TAGS.get(str(loc[i + 2]) if len(loc) > i + 2 else ""), i + 3
+            continue
+        nxt = {"models": ModelSpec, "tasks": TaskSpec}.get(str(key)) if cur is Suite else None
         if nxt is not None:
             cur, i = nxt, i + 2  # skip the user's dict key
             continue
@@ -432,11 +562,11 @@ def _messages(exc: ValidationError, where: str) -> list[str]:
         # A bad dict key (models/tasks/schemes) is reported at its section: "models: key '../x' ...",
         # not "models.../x.[key]".
         is_key = len(loc) >= 2 and loc[-1] == "[key]"
-        key = _format_loc(loc[:-2] if is_key else loc)
+        key = _format_loc(_user_loc(loc[:-2] if is_key else loc))
         if err["type"] == "extra_forbidden":
             owner = _model_at(loc)
             hint = did_you_mean(str(loc[-1]), _known_keys(owner)) if owner else ""
-            out.append(f"{where}: {key}: unknown key{hint}")
+            out.append(f"{where}: {key}: unknown key{hint or _kind_hint(owner, str(loc[-1]))}")
             continue
         msg = err["msg"]
         if msg.startswith("Value error, "):
@@ -451,6 +581,22 @@ def _messages(exc: ValidationError, where: str) -> list[str]:
         else:
             out.extend(f"{where}: {m}" for m in msg.split("; "))
     return out
+
+
+def _user_loc(loc: tuple) -> tuple:
+    """``loc`` as the user wrote it: without the scheme union's tag (schemes.<name>.<tag>.key)."""
+    if len(loc) >= 3 and loc[0] == "schemes" and loc[2] in _SCHEME_TAGS:
+        return loc[:2] + loc[3:]
+    return loc
+
+
+def _kind_hint(owner: type[BaseModel] | None, key: str) -> str:
+    """Why a setting of another scheme kind is unknown on this one."""
+    if owner in (Fp32Scheme, PeerScheme) and key in _QDQ_ONLY:
+        return f" ('{key}' is a setting of qdq schemes)"
+    if owner in (Fp32Scheme, QDQScheme) and key == "peer":
+        return f" ('peer' settings belong to a peer scheme kind ({', '.join(PEER_SCHEME_KINDS)}))"
+    return ""
 
 
 def _literal_hint(err: dict) -> str:
@@ -490,7 +636,8 @@ def load_yaml(path: Path) -> dict[str, Any]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise SuiteError(f"{path}: line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the suite as UTF-8") from None
+        raise SuiteError(f"{path}: line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); "
+                         "save the suite as UTF-8") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -577,7 +724,8 @@ def _apply_model_paths(data: dict, model_paths: dict[str, str], path: Path) -> N
 
 def _resolve_relative(suite: Suite, base: Path) -> Suite:
     models = {
-        k: m.model_copy(update={"path": str((base / m.path).resolve())}) if m.path and not Path(m.path).is_absolute() else m
+        k: (m.model_copy(update={"path": str((base / m.path).resolve())})
+            if m.path and not Path(m.path).is_absolute() else m)
         for k, m in suite.models.items()
     }
     tasks = {

@@ -13,14 +13,15 @@ import errno
 import json
 import os
 import sys
-import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from qdqbench.core.errors import QdqbenchError
+
 # The one atomic writer and the artifact hash live in core.files; re-exported for the run folder API.
 from qdqbench.core.files import file_sha256, write_bytes_atomic, write_json_atomic, write_text_atomic  # noqa: F401
 
@@ -96,6 +97,23 @@ class Record(BaseModel):
     def metric(self, name: str) -> Metric | None:
         """The metric called ``name``, or None."""
         return next((m for m in self.metrics if m.name == name), None)
+
+    @property
+    def primary_metric(self) -> str | None:
+        """The name of the cell's primary metric, or None; the one rule compare, history and report use.
+
+        ``details.primary_metric`` (the runner records the task's), else the verdict's metric, each
+        only when the record has that metric; else, for an accuracy cell, its first metric (tasks
+        list their primary metric first); else None (latency, export and fidelity cells).
+        """
+        name = self.details.get("primary_metric")
+        if isinstance(name, str) and self.metric(name) is not None:
+            return name
+        if self.verdict is not None and self.metric(self.verdict.metric) is not None:
+            return self.verdict.metric
+        if self.kind == "accuracy" and self.metrics:
+            return self.metrics[0].name
+        return None
 
 
 class ResultStoreError(QdqbenchError):

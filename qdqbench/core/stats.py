@@ -11,7 +11,7 @@ gives the same interval. ``metric_fn`` is any ``fn(predictions, labels) -> float
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 

@@ -10,7 +10,11 @@ fake-quant module in a worker process like every other engine.
 (``FLOAT_VARIANTS``: ``openvino@bf16``, ``tensorrt@fp16``, ...) run the engine with its float layers
 in that precision; *provider* variants (``PROVIDER_VARIANTS``: ``onnxruntime@cuda``,
 ``onnxruntime@trt``) run ONNX Runtime on another execution provider. ``engine_request`` is the one
-place that says what precision and ``prepare`` options a variant asks for, per scheme kind.
+place that says what precision and ``prepare`` options a variant asks for, per scheme kind;
+each engine validates its options with its own typed ``Options`` dataclass (``base.EngineOptions``).
+``available_backend`` is the one availability check before a cell uses an engine, and
+``fp32_configurations`` / ``fp32_timing_runs`` say which fp32 baselines an engine times (ONNX
+Runtime: plain and transformer-fused; the runner keeps the fastest, the shard cost model counts them).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from qdqbench.core.errors import BackendError, did_you_mean
 
 if TYPE_CHECKING:
-    from qdqbench.engines.base import Backend
+    from qdqbench.engines.base import Backend, Fp32Configuration
 
 BACKENDS: dict[str, str] = {
     "onnxruntime": "qdqbench.engines.onnxruntime:OnnxRuntimeBackend",
@@ -92,12 +96,44 @@ def engine_request(name: str, scheme_kind: str) -> EngineRequest:
     quantized = scheme_kind != "fp32"
     if variant is not None and variant in FLOAT_VARIANTS.get(base, ()):
         if quantized:
-            return EngineRequest("int8", {"float_precision": variant})
+            # Checked against the engine's typed options here, not first in a worker process.
+            options = _backend_class(base).Options.parse(name, {"float_precision": variant}).to_dict()
+            return EngineRequest("int8", options)
         return EngineRequest(variant, {})
     return EngineRequest("int8" if quantized else "fp32", {})
 
 
-def get_backend(name: str) -> "Backend":
+class BackendUnavailable(BackendError):
+    """The engine's runtime (or its provider) is missing on this machine; says which and the fix."""
+
+
+def available_backend(name: str) -> Backend:
+    """The backend called ``name``, ready to use; BackendUnavailable ("<name> unavailable: <why>")
+    when its runtime is missing. The one availability check before a cell or worker uses an engine
+    (``prepare`` itself still refuses with the bare reason)."""
+    backend = get_backend(name)
+    reason = backend.unavailable_reason()
+    if reason:
+        raise BackendUnavailable(f"{name} unavailable: {reason}")
+    return backend
+
+
+def fp32_configurations(name: str, model_config: Any = None) -> list[Fp32Configuration]:
+    """The fp32 configurations backend ``name`` times for a model (first: the plain one)."""
+    return get_backend(name).fp32_configurations(model_config)
+
+
+def fp32_timing_runs(name: str) -> int:
+    """How many timings an fp32 latency cell of backend ``name`` takes (the cost model's factor)."""
+    return len(fp32_configurations(name))
+
+
+def _backend_class(base: str) -> Any:
+    module_name, _, cls_name = BACKENDS[base].partition(":")
+    return getattr(importlib.import_module(module_name), cls_name)
+
+
+def get_backend(name: str) -> Backend:
     """An instance of the backend called ``name``; unknown names get a did-you-mean error.
 
     A provider variant (``onnxruntime@trt``) is built with its provider; a float variant's
@@ -110,9 +146,7 @@ def get_backend(name: str) -> "Backend":
                            f"known: {', '.join(BACKEND_NAMES)}")
     if variant is not None:
         check_backend_name(name)
-    module_name, _, cls_name = target.partition(":")
-    module = importlib.import_module(module_name)
-    cls = getattr(module, cls_name)
+    cls = _backend_class(base)
     if variant is not None and variant in PROVIDER_VARIANTS.get(base, ()):
         return cls(provider=variant)
     return cls()

@@ -9,13 +9,20 @@ back; ``Session.info`` holds the engine facts that support that claim.
 
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
-from qdqbench.core.errors import BackendError
-from qdqbench.core.errors import one_line  # noqa: F401 — the engines' one formatter, re-exported
+from qdqbench.core.errors import (
+    BackendError,
+    one_line,  # noqa: F401 — the engines' one formatter, re-exported
+)
 
 if TYPE_CHECKING:
     from qdqbench.core.results import Shape
@@ -31,6 +38,90 @@ PRECISIONS = ("fp32", "int8", "bf16", "fp16")
 _ONNX_FIRST_TAGS = {0x08, 0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72, 0xA2, 0xCA, 0xD2}
 
 
+_O = TypeVar("_O", bound="EngineOptions")
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Base of each engine's typed ``prepare`` options (one frozen dataclass per engine).
+
+    ``parse`` is the one check of an options mapping (from ``engine_request``, the worker's
+    ``--options`` JSON or a caller's keyword arguments): an unknown name or a value of the wrong
+    type is a BackendError naming the engine.
+    """
+
+    @classmethod
+    def parse(cls: type[_O], engine: str, options: Mapping[str, Any] | EngineOptions | None = None) -> _O:
+        """Typed options from a mapping; BackendError on unknown names or wrong types."""
+        if isinstance(options, cls):
+            return options
+        if isinstance(options, EngineOptions):
+            options = options.to_dict()
+        options = dict(options or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise BackendError(f"{engine}: unknown options {unknown}")
+        hints = typing.get_type_hints(cls)
+        for name, value in options.items():
+            if not _is_instance(value, hints[name]):
+                raise BackendError(f"{engine}: option {name}={value!r} is not {_type_name(hints[name])}")
+        return cls(**options)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The options that differ from their defaults (JSON-ready, as the worker takes them)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if getattr(self, f.name) != f.default}
+
+
+def _is_instance(value: Any, hint: Any) -> bool:
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_is_instance(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(hint))
+    return "None" if hint is type(None) else getattr(hint, "__name__", str(hint))
+
+
+@dataclass(frozen=True)
+class Fp32Configuration:
+    """One way an engine can run the fp32 baseline; the runner times each and keeps the fastest.
+
+    ``options`` are ``prepare`` options (merged over the cell's own); ``facts`` maps a key of the
+    record's ``details.fp32_configs[name]`` to a key of the session's ``info`` to copy there.
+    """
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+    facts: tuple[tuple[str, str], ...] = ()
+
+
+class EngineBase:
+    """Defaults every engine class shares: its options type and one fp32 configuration."""
+
+    name: str = ""
+    Options: ClassVar[type[EngineOptions]] = EngineOptions
+
+    def parse_options(self, options: Mapping[str, Any] | EngineOptions | None) -> Any:
+        """``self.Options`` from a mapping (the template step of every ``prepare``)."""
+        return self.Options.parse(self.name, options)
+
+    def fp32_configurations(self, model_config: Any = None) -> list[Fp32Configuration]:
+        """The fp32 configurations worth timing for a model (``model_config``: its transformers
+        config, or None to count them). One by default: the engine as the cell asks for it."""
+        return [Fp32Configuration("plain")]
+
+
 @runtime_checkable
 class Session(Protocol):
     """A prepared engine: effective precision, engine facts, predict and time."""
@@ -43,7 +134,7 @@ class Session(Protocol):
         """The first output as float32."""
         ...
 
-    def time(self, feeds: Feeds, settings: "TimingSettings") -> "LatencyStats":
+    def time(self, feeds: Feeds, settings: TimingSettings) -> LatencyStats:
         """In-process latency of one inference on ``feeds``."""
         ...
 
@@ -54,11 +145,15 @@ class Backend(Protocol):
 
     name: str
 
+    def fp32_configurations(self, model_config: Any = None) -> list[Fp32Configuration]:
+        """The fp32 configurations to time (the first is the plain one); see ``EngineBase``."""
+        ...
+
     def unavailable_reason(self) -> str | None:
         """None when usable, else one line saying what is missing."""
         ...
 
-    def prepare(self, artifact: Path, precision: str, shapes: "list[Shape]",
+    def prepare(self, artifact: Path, precision: str, shapes: list[Shape],
                 threads: int | None = None, **options: Any) -> Session:
         """Build a session for ``artifact`` at ``precision`` over ``shapes``."""
         ...

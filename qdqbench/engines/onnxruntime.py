@@ -32,14 +32,26 @@ import hashlib
 import io
 import json
 import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
-from qdqbench.engines.base import (Feeds, check_onnx_file, check_precision, feeds_shape,
-                                    one_line, predict_in_profile, select_feeds)
 from qdqbench.core.errors import BackendError
+from qdqbench.engines.base import (
+    EngineBase,
+    EngineOptions,
+    Feeds,
+    Fp32Configuration,
+    check_onnx_file,
+    check_precision,
+    feeds_shape,
+    one_line,
+    predict_in_profile,
+    select_feeds,
+)
 
 # Op types worth reporting from the optimized graph: integer kernels, the float fallbacks they
 # replace, and the transformer fusions.
@@ -292,8 +304,21 @@ class OnnxRuntimeSession:
                               "(CUDA-synchronised; no H2D/D2H)")
 
 
-class OnnxRuntimeBackend:
+@dataclass(frozen=True)
+class OrtOptions(EngineOptions):
+    """``prepare`` options of ONNX Runtime (CPU and the GPU provider variants)."""
+
+    transformer_fusion: bool = False  # CPU fp32 only: ORT's transformer optimizer first
+    num_heads: int = 0  # for transformer_fusion (0: ORT detects, which fails on transformers 5 exports)
+    hidden_size: int = 0
+    cache_dir: str | None = None  # GPU variants: TensorRT EP engine cache
+    device_id: int = 0  # GPU variants
+
+
+class OnnxRuntimeBackend(EngineBase):
     """ONNX Runtime: CPU execution provider, or a GPU provider for the ``@cuda``/``@trt`` variants."""
+
+    Options = OrtOptions
 
     def __init__(self, provider: str | None = None):
         if provider is not None and provider not in GPU_PROVIDERS:
@@ -319,18 +344,34 @@ class OnnxRuntimeBackend:
             return missing_provider_message(self.provider, available)
         return None
 
-    def prepare(self, artifact: Path, precision: str, shapes: list, threads: int | None = None, *,
-                transformer_fusion: bool = False, num_heads: int = 0, hidden_size: int = 0,
-                cache_dir: str | None = None, device_id: int = 0,
+    def fp32_configurations(self, model_config: Any = None) -> list[Fp32Configuration]:
+        """CPU: the plain ORT_ENABLE_ALL graph and ORT's transformer fusion (the faster is the fp32
+        baseline, so no speedup is measured against a weak one). Head count and hidden size come
+        from the model config: ORT's own detection fails on transformers 5 exports. GPU variants:
+        the plain graph only."""
+        plain = Fp32Configuration("plain")
+        if self.provider is not None:
+            return [plain]
+        heads = getattr(model_config, "num_attention_heads", None) or getattr(model_config, "n_heads", 0) or 0
+        hidden = getattr(model_config, "hidden_size", None) or getattr(model_config, "dim", 0) or 0
+        fused = Fp32Configuration(
+            "transformer_fusion",
+            {"transformer_fusion": True, "num_heads": int(heads), "hidden_size": int(hidden)},
+            facts=(("fused_ops", "transformer_fusion_ops"),))
+        return [plain, fused]
+
+    def prepare(self, artifact: Path, precision: str, shapes: list, threads: int | None = None,
                 **options: Any) -> OnnxRuntimeSession:
         """An InferenceSession with full graph optimization and the facts of what it runs.
 
-        CPU: the optimized graph's ops in ``info``. GPU variants: ``cache_dir`` (TensorRT engines;
-        default ``ort_trt_engines/`` next to the artifact) and ``device_id``; one profiled
-        inference on ``shapes[0]`` tells which provider ran each node (``info["providers_used"]``).
+        ``options``: ``OrtOptions``. CPU: the optimized graph's ops in ``info``. GPU variants:
+        ``cache_dir`` (TensorRT engines; default ``ort_trt_engines/`` next to the artifact) and
+        ``device_id``; one profiled inference on ``shapes[0]`` tells which provider ran each node
+        (``info["providers_used"]``).
         """
-        if options:
-            raise BackendError(f"{self.name}: unknown options {sorted(options)}")
+        opts: OrtOptions = self.parse_options(options)
+        transformer_fusion, num_heads, hidden_size = opts.transformer_fusion, opts.num_heads, opts.hidden_size
+        cache_dir, device_id = opts.cache_dir, opts.device_id
         reason = self.unavailable_reason()
         if reason:
             raise BackendError(reason)
@@ -376,7 +417,8 @@ class OnnxRuntimeBackend:
                 sess = ort.InferenceSession(str(model_path), so, providers=providers,
                                             disabled_optimizers=disabled or None)
             except Exception as exc:
-                raise BackendError(f"onnxruntime cannot load {artifact}: {one_line(exc, typed=False, join=True)}") from exc
+                why = one_line(exc, typed=False, join=True)
+                raise BackendError(f"onnxruntime cannot load {artifact}: {why}") from exc
             ops = count_ops(optimized) if optimized.exists() else {}
         info["providers"] = sess.get_providers()
         info["provider"] = info["providers"][0]
@@ -458,7 +500,8 @@ class OnnxRuntimeBackend:
                     sess = ort.InferenceSession(str(artifact), so, providers=providers,
                                                 disabled_optimizers=disabled or None)
             except Exception as exc:
-                raise BackendError(f"{self.name} cannot load {artifact}: {one_line(exc, typed=False, join=True)}") from exc
+                why = one_line(exc, typed=False, join=True)
+                raise BackendError(f"{self.name} cannot load {artifact}: {why}") from exc
             got = sess.get_providers()
             info["providers"] = got
             info["provider"] = got[0]

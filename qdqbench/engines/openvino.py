@@ -12,14 +12,23 @@ the runtime graph (``compiled.get_runtime_model()``), reported in ``info["runtim
 from __future__ import annotations
 
 import collections
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from qdqbench.engines.base import (Feeds, check_onnx_file, check_precision, feeds_shape,
-                                    one_line, select_feeds)
 from qdqbench.core.errors import BackendError
+from qdqbench.engines.base import (
+    EngineBase,
+    EngineOptions,
+    Feeds,
+    check_onnx_file,
+    check_precision,
+    feeds_shape,
+    one_line,
+    select_feeds,
+)
 
 # Requested precision -> INFERENCE_PRECISION_HINT. int8 keeps f32 for what is not quantized.
 _HINTS = {"fp32": "f32", "int8": "f32", "bf16": "bf16", "fp16": "f16"}
@@ -120,8 +129,18 @@ class OpenVINOSession:
                        method="host perf_counter_ns around InferRequest.start_async()+wait()")
 
 
-class OpenVINOBackend:
+@dataclass(frozen=True)
+class OpenVINOOptions(EngineOptions):
+    """``prepare`` options of OpenVINO."""
+
+    static_shape: bool = False  # reshape to the one given shape before compiling
+    float_precision: str | None = None  # the float layers' precision of an INT8 model (openvino@bf16)
+
+
+class OpenVINOBackend(EngineBase):
     """OpenVINO on the CPU plugin."""
+
+    Options = OpenVINOOptions
 
     name = "openvino"
     precisions = ("fp32", "int8", "bf16", "fp16")
@@ -134,8 +153,7 @@ class OpenVINOBackend:
             return "openvino is not installed: pip install 'qdqbench[cpu]' (or 'qdqbench[openvino]')"
         return None
 
-    def prepare(self, artifact: Path, precision: str, shapes: list, threads: int | None = None, *,
-                static_shape: bool = False, float_precision: str | None = None,
+    def prepare(self, artifact: Path, precision: str, shapes: list, threads: int | None = None,
                 **options: Any) -> OpenVINOSession:
         """Compile ``artifact`` on CPU with the precision hint, thread count and LATENCY hint.
 
@@ -143,8 +161,8 @@ class OpenVINOBackend:
         (OpenVINO is usually faster on static shapes; the default keeps the dynamic axes, as the
         other CPU backends run them).
         """
-        if options:
-            raise BackendError(f"openvino: unknown options {sorted(options)}")
+        opts: OpenVINOOptions = self.parse_options(options)
+        static_shape, float_precision = opts.static_shape, opts.float_precision
         reason = self.unavailable_reason()
         if reason:
             raise BackendError(reason)

@@ -33,9 +33,18 @@ from typing import Any
 
 import numpy as np
 
-from qdqbench.engines.base import (Feeds, check_onnx_file, check_precision, feeds_shape,
-                                    one_line, predict_in_profile, select_feeds)
 from qdqbench.core.errors import BackendError
+from qdqbench.engines.base import (
+    EngineBase,
+    EngineOptions,
+    Feeds,
+    check_onnx_file,
+    check_precision,
+    feeds_shape,
+    one_line,
+    predict_in_profile,
+    select_feeds,
+)
 
 Dims = tuple[int, int]
 
@@ -388,8 +397,21 @@ def _convert_float(src: Path, target: str, out_dir: Path) -> tuple[Path, str]:
     return out, "onnxruntime.transformers.float16"
 
 
-class TensorRTBackend:
+@dataclass(frozen=True)
+class TensorRTOptions(EngineOptions):
+    """``prepare`` options of TensorRT (see ``build_plan``)."""
+
+    cuda_graph: bool = False  # time CUDA-graph replay
+    strongly_typed: bool | None = None  # None: TensorRT 11 strongly typed, 10 classic flags
+    cache_dir: str | None = None  # default: trt_engines/ next to the artifact
+    rebuild: bool = False  # ignore a cached engine
+    float_precision: str | None = None  # int8 with fp16/bf16 float layers (tensorrt@fp16)
+
+
+class TensorRTBackend(EngineBase):
     """TensorRT on a CUDA GPU, engines cached by content hash."""
+
+    Options = TensorRTOptions
 
     name = "tensorrt"
     precisions = ("fp32", "int8", "fp16", "bf16")
@@ -401,7 +423,8 @@ class TensorRTBackend:
         except ImportError:
             return "TensorRT not importable: pip install 'qdqbench[gpu]'"
         except Exception as exc:  # a broken install: the wheel is there, a CUDA library is not
-            return f"TensorRT not importable ({one_line(exc, 200, typed=False, join=True)}): pip install 'qdqbench[gpu]'"
+            why = one_line(exc, 200, typed=False, join=True)
+            return f"TensorRT not importable ({why}): pip install 'qdqbench[gpu]'"
         try:
             import torch
         except ImportError:
@@ -412,9 +435,7 @@ class TensorRTBackend:
                     "needs a CUDA build of torch on a GPU machine")
         return None
 
-    def prepare(self, artifact: Path, precision: str, shapes: list, threads: int | None = None, *,
-                cuda_graph: bool = False, strongly_typed: bool | None = None,
-                cache_dir: str | None = None, rebuild: bool = False, float_precision: str | None = None,
+    def prepare(self, artifact: Path, precision: str, shapes: list, threads: int | None = None,
                 **options: Any) -> TensorRTSession:
         """Build (or load from cache) an engine for ``shapes`` and return a session on it.
 
@@ -423,8 +444,9 @@ class TensorRTBackend:
         to the artifact), ``rebuild`` (ignore a cached engine), ``float_precision`` (int8 with
         fp16/bf16 float layers, the ``tensorrt@fp16`` variant; see ``build_plan``).
         """
-        if options:
-            raise BackendError(f"tensorrt: unknown options {sorted(options)}")
+        opts: TensorRTOptions = self.parse_options(options)
+        cuda_graph, strongly_typed, cache_dir = opts.cuda_graph, opts.strongly_typed, opts.cache_dir
+        rebuild, float_precision = opts.rebuild, opts.float_precision
         reason = self.unavailable_reason()
         if reason:
             raise BackendError(reason)

@@ -23,9 +23,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -59,7 +60,7 @@ class TimingSettings:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TimingSettings":
+    def from_dict(cls, data: dict[str, Any]) -> TimingSettings:
         """Inverse of ``to_dict``; unknown keys are an error."""
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
@@ -157,7 +158,7 @@ class LatencyStats:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "LatencyStats":
+    def from_dict(cls, data: dict[str, Any]) -> LatencyStats:
         """Inverse of ``to_dict``."""
         return cls(**data)
 

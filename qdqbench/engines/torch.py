@@ -20,14 +20,14 @@ times its replay (launch overhead removed, as TensorRT's ``--useCudaGraph``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from qdqbench.engines.base import Feeds, check_precision, feeds_shape, one_line
 from qdqbench.core.errors import BackendError
-
+from qdqbench.engines.base import EngineBase, EngineOptions, Feeds, check_precision, feeds_shape, one_line
 
 
 def save_torch_artifact(model: Any, path: Path, *, output: str = "logits") -> Path:
@@ -173,8 +173,19 @@ class TorchSession:
         return measure_cuda(enqueue, settings, batch=batch, seq=seq, stream=stream, method=method)
 
 
-class TorchBackend:
+@dataclass(frozen=True)
+class TorchOptions(EngineOptions):
+    """``prepare`` options of the torch engine."""
+
+    device: str = "auto"  # auto | cpu | cuda
+    cuda_graph: bool = False  # time CUDA-graph replay
+    output: str | None = None  # the output to return (default: what the artifact says)
+
+
+class TorchBackend(EngineBase):
     """PyTorch eager execution of a saved module (fp32, fp16, bf16, or its fake-quant variant)."""
+
+    Options = TorchOptions
 
     name = "torch"
     precisions = ("fp32", "fp16", "bf16", "int8")
@@ -187,12 +198,11 @@ class TorchBackend:
             return "torch is not installed"
         return None
 
-    def prepare(self, artifact: Path, precision: str, shapes: list, threads: int | None = None, *,
-                device: str = "auto", cuda_graph: bool = False, output: str | None = None,
+    def prepare(self, artifact: Path, precision: str, shapes: list, threads: int | None = None,
                 **options: Any) -> TorchSession:
         """Load the module saved at ``artifact`` onto ``device`` in ``precision``."""
-        if options:
-            raise BackendError(f"torch: unknown options {sorted(options)}")
+        opts: TorchOptions = self.parse_options(options)
+        device, cuda_graph, output = opts.device, opts.cuda_graph, opts.output
         import torch
 
         check_precision(self.name, precision, self.precisions)
@@ -203,7 +213,8 @@ class TorchBackend:
             # Our own artifact (save_torch_artifact): a pickled module, so weights_only=False.
             saved = torch.load(artifact, map_location="cpu", weights_only=False)
         except Exception as exc:
-            raise BackendError(f"cannot load torch artifact {artifact}: {one_line(exc, typed=False, join=True)}") from exc
+            why = one_line(exc, typed=False, join=True)
+            raise BackendError(f"cannot load torch artifact {artifact}: {why}") from exc
         if not isinstance(saved, dict) or saved.get("format") != "qdqbench-torch-module/1":
             raise BackendError(f"not a qdqbench torch artifact (save_torch_artifact writes them): {artifact}")
         model = saved["module"]

@@ -74,9 +74,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Prepare the session and time it; the JSON-ready result."""
     import numpy as np
 
-    from qdqbench.engines import get_backend
     from qdqbench.core.errors import BackendError
     from qdqbench.core.results import Shape
+    from qdqbench.engines import available_backend
     from qdqbench.engines.timing import TimingSettings
 
     try:
@@ -96,10 +96,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     first = feeds.get("input_ids", next(iter(feeds.values())))
     batch, seq = (int(d) for d in first.shape)
 
-    backend = get_backend(args.backend)
-    reason = backend.unavailable_reason()
-    if reason:
-        raise BackendError(reason)
+    backend = available_backend(args.backend)
     session = backend.prepare(args.artifact, args.precision, [Shape(batch=batch, seq=seq)],
                               threads=args.threads, **options)
     stats = session.time(feeds, settings)
@@ -110,15 +107,16 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; exit status 0 on success, 1 with a one-line error otherwise."""
     args = _parser().parse_args(argv)
     die_with_parent(args.parent_pid)
-    from qdqbench.engines.base import one_line
     from qdqbench.core.errors import QdqbenchError
+    from qdqbench.engines.base import one_line
 
     try:
         result = run(args)
     except QdqbenchError as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     except Exception as exc:  # any runtime failure becomes one line for the parent
-        message = f"{args.backend} failed on {args.artifact}: {type(exc).__name__}: {one_line(exc, typed=False, join=True)}"
+        why = one_line(exc, typed=False, join=True)
+        message = f"{args.backend} failed on {args.artifact}: {type(exc).__name__}: {why}"
     else:
         _write(args.out, result)
         return 0

@@ -38,22 +38,28 @@ restored afterwards, and a callback must not change them itself.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import fnmatch
 import math
 import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from qdqbench.core.errors import CalibrationError, QdqbenchError
-from qdqbench.quant.qdqbert import (GROUPS, QDQSettings, apply_skip_patterns, encoder_layers,
-                                    quantize_bert, quantizer_group)
-from qdqbench.quant.quantizer import calibrating, finish_calibration, quantizers, sqnr_db
+from qdqbench.quant.qdqbert import QDQSettings, apply_skip_patterns, encoder_layers, quantizer_group
+from qdqbench.quant.quantizer import quantizers, sqnr_db
+from qdqbench.quant.registry import (
+    CALIBRATION_METHODS,
+    DEFAULT_AUTO_CALIBRATORS,
+    GROUPS,
+    calibrator_entry,
+    parse_calibrator,
+)
 
 SENSITIVITY_MODES = ("both", "quantize_one", "float_one")
 # Leaf names of each group's quantizers, as fnmatch globs (qdqbert's naming).
@@ -186,7 +192,7 @@ class Budget:
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise ValueError(f"max_seconds must be positive, got {self.max_seconds}")
 
-    def start(self) -> "Budget":
+    def start(self) -> Budget:
         """Start the clock (if not yet started); returns self."""
         if self.started is None:
             self.started = time.perf_counter()
@@ -594,17 +600,17 @@ def greedy_partial(
 
 @dataclass(frozen=True)
 class CalibratorSpec:
-    """One calibrator to try: a method and, for percentile, its percentile."""
+    """One calibrator to try: a registered method and, for percentile, its percentile."""
 
     method: str
     percentile: float | None = None
 
     def __post_init__(self) -> None:
-        from qdqbench.quant.calib import CALIBRATION_METHODS
-
-        if self.method not in CALIBRATION_METHODS:
-            raise ValueError(f"unknown calibrator '{self.method}' (one of {', '.join(CALIBRATION_METHODS)})")
-        if (self.method == "percentile") != (self.percentile is not None):
+        try:
+            entry = calibrator_entry(self.method)
+        except ValueError:
+            raise ValueError(f"unknown calibrator '{self.method}' (one of {', '.join(CALIBRATION_METHODS)})") from None
+        if ("percentile" in entry.params) != (self.percentile is not None):
             raise ValueError("a percentile is given with, and only with, the percentile method")
 
     @property
@@ -613,21 +619,26 @@ class CalibratorSpec:
         return self.method if self.percentile is None else f"percentile-{self.percentile:g}"
 
     @property
+    def statistic(self) -> str:
+        """What the method collects (methods with the same statistic share one collected model)."""
+        return calibrator_entry(self.method).statistic
+
+    @property
     def params(self) -> dict[str, float]:
         """Keyword arguments of ``finish_calibration`` / ``compute_amax``."""
         return {} if self.percentile is None else {"percentile": self.percentile}
 
     @classmethod
-    def parse(cls, spec: "str | CalibratorSpec") -> "CalibratorSpec":
-        """'max', 'entropy', 'mse', 'percentile-99.99' (or 'percentile:99.99')."""
+    def parse(cls, spec: str | CalibratorSpec) -> CalibratorSpec:
+        """'max', 'entropy', 'mse', 'percentile-99.99' (or 'percentile:99.99'); see
+        ``qdqbench.quant.registry.parse_calibrator``."""
         if isinstance(spec, CalibratorSpec):
             return spec
-        method, _, pct = spec.replace(":", "-").partition("-")
-        return cls(method, float(pct) if pct else (99.99 if method == "percentile" else None))
+        method, params = parse_calibrator(spec)
+        return cls(method, **params)
 
 
-DEFAULT_CALIBRATORS = tuple(CalibratorSpec.parse(s) for s in
-                            ("max", "percentile-99.99", "percentile-99.999", "entropy", "mse"))
+DEFAULT_CALIBRATORS = tuple(CalibratorSpec.parse(s) for s in DEFAULT_AUTO_CALIBRATORS)
 
 
 class Calibrations:
@@ -650,11 +661,11 @@ class Calibrations:
         from qdqbench.quant.build import collect, finish
 
         spec = CalibratorSpec.parse(spec)
-        kind = "max" if spec.method == "max" else "histogram"
+        kind = spec.statistic
         if kind not in self._collected:
-            # any histogram method collects the same histogram
+            # every method of one statistic (the histogram methods) finishes the same collection
             self._collected[kind] = collect(self.fp32_model, self.settings, self.run_calibration,
-                                            collector="max" if kind == "max" else "entropy")
+                                            collector=spec.method)
         model = copy.deepcopy(self._collected[kind])
         finish(model, self.settings, spec.method, **spec.params)
         return model

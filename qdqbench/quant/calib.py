@@ -80,6 +80,7 @@ Differences from ONNX Runtime's calibrators (onnxruntime.quantization.calibrate,
 
 from __future__ import annotations
 
+import abc
 import math
 from typing import ClassVar
 
@@ -87,15 +88,15 @@ import numpy as np
 import torch
 
 from qdqbench.core.errors import CalibrationError, did_you_mean
+from qdqbench.quant.registry import CALIBRATION_METHODS, calibrator_class
 
 __all__ = [
     "CALIBRATION_METHODS",
+    "Calibrator",
     "HistogramCalibrator",
     "MaxCalibrator",
     "make_calibrator",
 ]
-
-CALIBRATION_METHODS = ("max", "entropy", "percentile", "mse")
 
 # Elements binned per bincount call: bounds the int64 index buffer (8 bytes per element) to
 # 128 MiB however large the activation is.
@@ -137,7 +138,35 @@ def _finite_amax(amax: torch.Tensor) -> torch.Tensor:
     return amax
 
 
-class MaxCalibrator:
+class Calibrator(abc.ABC):
+    """What every calibrator does (pytorch-quantization's ``_Calibrator``): ``collect`` batches,
+    ``compute_amax`` for one of its ``methods``, ``reset`` to forget. A new calibrator is one
+    subclass here plus one entry in ``qdqbench.quant.registry.CALIBRATORS``."""
+
+    methods: ClassVar[tuple[str, ...]]  # the registry methods this class computes
+    num_bits: int
+    axis: int | None
+    unsigned: bool
+
+    @classmethod
+    @abc.abstractmethod
+    def from_options(cls, *, num_bits: int, axis: int | None, num_bins: int, unsigned: bool) -> Calibrator:
+        """Build from make_calibrator's options (rejecting those the class cannot honour)."""
+
+    @abc.abstractmethod
+    def collect(self, x: torch.Tensor) -> None:
+        """Fold one batch of a floating-point tensor into the statistic."""
+
+    @abc.abstractmethod
+    def compute_amax(self, method: str, **params) -> torch.Tensor:
+        """The finite float32 CPU amax chosen by ``method`` (0-d, or one value per channel)."""
+
+    @abc.abstractmethod
+    def reset(self) -> None:
+        """Forget everything collected."""
+
+
+class MaxCalibrator(Calibrator):
     """Running max of |x|, per tensor (0-d amax) or per channel along ``axis``."""
 
     methods: ClassVar[tuple[str, ...]] = ("max",)
@@ -205,7 +234,7 @@ class MaxCalibrator:
         )
 
 
-class HistogramCalibrator:
+class HistogramCalibrator(Calibrator):
     """Histogram of |x| (per tensor) with entropy, percentile and mse range selection."""
 
     methods: ClassVar[tuple[str, ...]] = ("entropy", "percentile", "mse")
@@ -429,14 +458,6 @@ def _mse_index(counts: np.ndarray, candidates: np.ndarray, qmax: int) -> int:
     return int(candidates[int(np.argmin(np.concatenate(errors)))])
 
 
-_CALIBRATOR_FOR_METHOD = {
-    "max": MaxCalibrator,
-    "entropy": HistogramCalibrator,
-    "percentile": HistogramCalibrator,
-    "mse": HistogramCalibrator,
-}
-
-
 def make_calibrator(
     method: str,
     *,
@@ -444,12 +465,8 @@ def make_calibrator(
     axis: int | None = None,
     num_bins: int = 2048,
     unsigned: bool = False,
-):
-    """MaxCalibrator for 'max', HistogramCalibrator for 'entropy' | 'percentile' | 'mse'."""
-    cls = _CALIBRATOR_FOR_METHOD.get(method)
-    if cls is None:
-        raise ValueError(
-            f"unknown calibration method {method!r}; expected one of "
-            f"{', '.join(CALIBRATION_METHODS)}{did_you_mean(str(method), CALIBRATION_METHODS)}"
-        )
+) -> Calibrator:
+    """The calibrator registered for ``method`` (qdqbench.quant.registry.CALIBRATORS): MaxCalibrator
+    for 'max', HistogramCalibrator for 'entropy' | 'percentile' | 'mse'."""
+    cls = calibrator_class(method)  # ValueError with did-you-mean for an unknown method
     return cls.from_options(num_bits=num_bits, axis=axis, num_bins=num_bins, unsigned=unsigned)

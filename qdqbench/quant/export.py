@@ -9,6 +9,17 @@ weight exceeds its amax (checked). Batch and sequence axes are dynamic; the grap
 ``onnx.checker``. Run as written (ONNX Runtime without graph optimizations) the graph computes
 what the torch variant computes to float rounding (~1e-8 on the logits of a 2-layer BERT).
 
+Weights are stored as int8 (``weights="int8"``, the default): the exporter writes each weight as
+a float initializer → QuantizeLinear → DequantizeLinear, and ``int8_weights`` then replaces every
+QuantizeLinear of an initializer by its result, computed as QuantizeLinear computes it (float32
+division by the scale, round half to even, saturation), so the graph reads int8 initializer →
+DequantizeLinear — what ONNX Runtime's quantize_static and ModelOpt write — and computes exactly
+what the float-weight graph computes, at a quarter of the weights' size. A per-tensor
+DequantizeLinear whose only consumers are Gathers of its table (a quantized embedding) moves
+behind them: int8 table → Gather → DequantizeLinear, so the table is never dequantized whole.
+``weights="float"`` keeps the float-weight form: no engine qdqbench drives needs it (ONNX Runtime,
+OpenVINO and TensorRT 10 read int8 weight initializers); it is the form to compare against.
+
 ``check_qdq_structure`` reads the graph back. The exporter names every node after the module
 that made it (``/model/bert/encoder/layer.0/attention/self/query/MatMul``), so each encoder
 MatMul and residual Add is tied to a module, and each of its inputs to the quantizer that should
@@ -16,7 +27,8 @@ feed it; the check then reports per input whether a DequantizeLinear is there, a
 pairs per group. What it asserts, for the groups that are on and the quantizers not switched off
 (skip patterns switch quantizers off; pass the model or their names):
   - every linear MatMul/Gemm of an encoder layer (one input is a weight) has Q/DQ on its
-    activation and on its weight; every attention MatMul (Q·Kᵀ and P·V) on both inputs;
+    activation and on its weight (a DequantizeLinear of an int8 initializer counts as a Q/DQ pair);
+    every attention MatMul (Q·Kᵀ and P·V) on both inputs;
   - every residual Add of an encoder layer (an Add whose output is a LayerNormalization's input)
     has Q/DQ on both inputs, local (the sublayer's output) first, then the residual;
   - no Q/DQ where it should not be: on an input whose quantizer is off, on an input of
@@ -32,17 +44,20 @@ import inspect
 import re
 import warnings
 from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Literal
 
+import numpy as np
 import torch
 from torch import nn
 
 from qdqbench.core.errors import ExportError
-from qdqbench.quant.qdqbert import GROUPS, disabled_quantizers, quantizer_group
+from qdqbench.quant.qdqbert import disabled_quantizers, quantizer_group
 from qdqbench.quant.quantizer import TensorQuantizer
+from qdqbench.quant.registry import GROUPS, check_groups
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 DEFAULT_OPSET = 17
@@ -101,11 +116,18 @@ def export_onnx(
     *,
     output: str = "logits",
     opset: int = DEFAULT_OPSET,
+    weights: Literal["int8", "float"] = "int8",
 ) -> ExportInfo:
-    """Export ``model`` (fp32 or QDQ) to ``path`` with dynamic batch/sequence axes; check it."""
+    """Export ``model`` (fp32 or QDQ) to ``path`` with dynamic batch/sequence axes; check it.
+
+    ``weights="int8"`` stores quantized weights as int8 initializers (``int8_weights``);
+    ``"float"`` keeps float initializers behind QuantizeLinear, as the exporter writes them.
+    """
     import onnx
 
     path = Path(path)
+    if weights not in ("int8", "float"):
+        raise ExportError(f"weights must be 'int8' or 'float', got {weights!r}")
     if opset < 13:
         raise ExportError(f"opset {opset} is too old for per-channel QuantizeLinear: use 13 or later")
     enabled = [q for q in model.modules() if isinstance(q, TensorQuantizer) and q.mode != "disabled"]
@@ -132,6 +154,8 @@ def export_onnx(
                 dynamic_axes=dynamic, opset_version=opset, dynamo=False, do_constant_folding=True,
             )
         proto = onnx.load(str(tmp))
+        if weights == "int8" and int8_weights(proto):
+            onnx.save(proto, str(tmp))
         onnx.checker.check_model(proto)
     except ExportError:
         tmp.unlink(missing_ok=True)
@@ -143,6 +167,126 @@ def export_onnx(
     data = path.read_bytes()
     counts = dict(Counter(node.op_type for node in proto.graph.node))
     return ExportInfo(path, hashlib.sha256(data).hexdigest(), len(data) / 2**20, counts)
+
+
+def _constant_values(graph) -> dict[str, np.ndarray]:
+    """Initializers and Constant-node outputs of ``graph`` as arrays."""
+    from onnx import numpy_helper
+
+    values = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    for n in graph.node:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            values[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    return values
+
+
+def quantize_linear(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None, axis: int = 1) -> np.ndarray:
+    """ONNX QuantizeLinear in numpy: float32 division, round half to even, saturate to the zero point's type."""
+    dtype = np.uint8 if zero_point is None else zero_point.dtype
+    if dtype not in (np.int8, np.uint8):
+        raise ExportError(f"QuantizeLinear to {dtype} is not supported (int8 and uint8 are)")
+    x = np.asarray(x, dtype=np.float32)
+    scale = np.asarray(scale, dtype=np.float32)
+    zp = np.zeros((), np.int32) if zero_point is None else np.asarray(zero_point, dtype=np.int32)
+    if scale.ndim == 1:  # per axis: broadcast along ``axis``
+        shape = [1] * x.ndim
+        shape[axis % x.ndim] = -1
+        scale, zp = scale.reshape(shape), zp.reshape(shape) if zp.ndim == 1 else zp
+    info = np.iinfo(dtype)
+    # np.rint rounds half to even, as QuantizeLinear does; the division is float32 (ONNX Runtime's MLAS too).
+    q = np.rint(x / scale).astype(np.float64) + zp
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def int8_weights(proto, *, dq_after_gather: bool = True) -> int:
+    """Store quantized weights as integer initializers, in place; the number of weights rewritten.
+
+    Every QuantizeLinear whose input is an initializer and whose consumers are all
+    DequantizeLinear is computed here (``quantize_linear``) and replaced by its integer result;
+    the float initializer goes when nothing else reads it. Then a per-tensor DequantizeLinear of
+    an integer initializer read only as the data of Gathers moves behind them (Gather commutes
+    with an element-wise dequantization), so an embedding table stays int8 at run time.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = proto.graph
+    inits = {i.name: i for i in graph.initializer}
+    values = _constant_values(graph)
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    graph_outputs = {o.name for o in graph.output}
+    taken = set(inits) | {o for n in graph.node for o in n.output}
+    drop_nodes: set[int] = set()
+    replaced: set[str] = set()  # float initializers that were quantized here
+    rewritten = 0
+    for node in graph.node:
+        if node.op_type != "QuantizeLinear" or node.input[0] not in inits:
+            continue
+        users = consumers.get(node.output[0], [])
+        if not users or node.output[0] in graph_outputs or any(u.op_type != "DequantizeLinear" for u in users):
+            continue
+        if any(i not in values for i in node.input[1:] if i):
+            continue  # a scale computed at run time: leave the QuantizeLinear
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        zero_point = values[node.input[2]] if len(node.input) > 2 and node.input[2] else None
+        q = quantize_linear(values[node.input[0]], values[node.input[1]], zero_point, axis)
+        name = f"{node.input[0]}_quantized"
+        while name in taken:
+            name += "_"
+        taken.add(name)
+        graph.initializer.append(numpy_helper.from_array(q, name))
+        for u in users:
+            for k, i in enumerate(u.input):
+                if i == node.output[0]:
+                    u.input[k] = name
+        consumers.setdefault(name, []).extend(users)
+        consumers[node.input[0]] = [c for c in consumers[node.input[0]] if c is not node]
+        drop_nodes.add(id(node))
+        replaced.add(node.input[0])
+        rewritten += 1
+    kept = [n for n in graph.node if id(n) not in drop_nodes]
+    int_inits = {i.name for i in graph.initializer if i.data_type in (TensorProto.INT8, TensorProto.UINT8)}
+    # DequantizeLinear(int8 table, per tensor) → Gather  ⇒  Gather(int8 table) → DequantizeLinear.
+    moved: dict[int, list] = {}  # id(Gather) → [new Gather, new DQ]
+    for dq in kept if dq_after_gather else ():
+        if dq.op_type != "DequantizeLinear" or dq.input[0] not in int_inits:
+            continue
+        scale = values.get(dq.input[1])
+        users = consumers.get(dq.output[0], [])
+        if scale is None or scale.ndim != 0 or not users or dq.output[0] in graph_outputs \
+                or any(u.op_type != "Gather" or u.input[0] != dq.output[0] or list(u.input).count(dq.output[0]) != 1
+                       for u in users):
+            continue
+        for u in users:
+            gathered = f"{u.output[0]}_quantized"
+            while gathered in taken:
+                gathered += "_"
+            taken.add(gathered)
+            gather = helper.make_node("Gather", [dq.input[0], u.input[1]], [gathered], name=u.name,
+                                      **{a.name: helper.get_attribute_value(a) for a in u.attribute})
+            new_dq = helper.make_node("DequantizeLinear", [gathered, *dq.input[1:]], [u.output[0]],
+                                      name=dq.name if len(users) == 1 else f"{dq.name}_{len(moved)}")
+            moved[id(u)] = [gather, new_dq]
+        drop_nodes.add(id(dq))
+    nodes = []
+    for n in graph.node:
+        if id(n) in moved:
+            nodes.extend(moved[id(n)])
+        elif id(n) not in drop_nodes:
+            nodes.append(n)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    read = {i for n in graph.node for i in n.input} | graph_outputs
+    unused = [i for i in graph.initializer if i.name in replaced and i.name not in read]
+    for i in unused:
+        graph.initializer.remove(i)
+    gone = {i.name for i in unused}
+    kept_inputs = [v for v in graph.input if v.name not in gone]
+    del graph.input[:]
+    graph.input.extend(kept_inputs)
+    return rewritten
 
 
 def _check_narrow_weights(model: nn.Module) -> None:
@@ -165,7 +309,8 @@ def _check_narrow_weights(model: nn.Module) -> None:
 class QDQCheck:
     """Result of the structural check: what was found per group, and the problems."""
 
-    pairs: dict[str, int] = field(default_factory=lambda: {g: 0 for g in GROUPS})  # Q→DQ pairs per group
+    # Q→DQ pairs per group (a DQ of an int8 initializer is one)
+    pairs: dict[str, int] = field(default_factory=lambda: {g: 0 for g in GROUPS})
     linear_matmuls: int = 0
     linear_matmuls_quantized: int = 0  # Q/DQ on both inputs
     attention_matmuls: int = 0
@@ -226,6 +371,7 @@ class _Graph:
                 self.consumers.setdefault(i, []).append(n)
         # Tensors computed from initializers and Constants only; ONNX lists nodes in topological order.
         self.constants = {i.name for i in graph.initializer}
+        self.integer_initializers = {i.name for i in graph.initializer if i.data_type in (3, 2)}  # INT8, UINT8
         for n in self.nodes:
             if n.op_type == "Constant" or (n.input and all(i == "" or i in self.constants for i in n.input)):
                 self.constants.update(n.output)
@@ -264,6 +410,15 @@ class _Graph:
             node = self.producer.get(node.input[0])
         return node is not None and node.op_type == "Softmax"
 
+    def is_stored_weight(self, dq) -> bool:
+        """True when a DequantizeLinear reads an integer initializer, directly or through a Gather
+        of it (a quantized weight or embedding table stored as int8: a Q/DQ pair folded)."""
+        src = dq.input[0]
+        node = self.producer.get(src)
+        if node is not None and node.op_type == "Gather":
+            src = node.input[0]
+        return src in self.integer_initializers
+
     def feeds_layernorm(self, name: str) -> bool:
         """True when ``name`` is an input of a LayerNormalization."""
         return any(c.op_type == "LayerNormalization" for c in self.consumers.get(name, []))
@@ -284,9 +439,10 @@ def check_qdq_structure(
     """
     import onnx
 
-    unknown = sorted(set(groups) - set(GROUPS))
-    if unknown:
-        raise ExportError(f"unknown Q/DQ group(s) {unknown}; known: {', '.join(GROUPS)}")
+    try:
+        check_groups(groups)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
     try:
         proto = onnx.load(str(path))
     except Exception as exc:  # noqa: BLE001
@@ -325,7 +481,16 @@ def check_qdq_structure(
             if not leaf.endswith("_quantizer"):
                 res.problems.append(f"{node.name}: QuantizeLinear outside a quantizer ({scope or 'no scope'})")
             elif pair:
-                res.pairs[quantizer_group(scope)] += 1
+                group = quantizer_group(scope)
+                res.pairs[group] = res.pairs.get(group, 0) + 1
+        elif op == "DequantizeLinear" and g.is_stored_weight(node):
+            scope = g.scope(node)
+            if not scope.rsplit(".", 1)[-1].endswith("_quantizer"):
+                res.problems.append(f"{node.name}: DequantizeLinear of an int8 weight outside a quantizer "
+                                    f"({scope or 'no scope'})")
+            else:
+                group = quantizer_group(scope)
+                res.pairs[group] = res.pairs.get(group, 0) + 1
         elif op in _FLOAT_ONLY:
             for i in node.input[:1]:
                 p = g.producer.get(i)

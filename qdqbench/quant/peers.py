@@ -45,14 +45,15 @@ import importlib.util
 import io
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from qdqbench.core.errors import one_line, ExportError, SuiteError, did_you_mean
+from qdqbench.core.errors import ExportError, SuiteError, did_you_mean, one_line
 
 Feeds = dict[str, np.ndarray]
 
@@ -142,7 +143,7 @@ class OrtStaticSettings(_Settings):
     seed: int = 0
 
     @model_validator(mode="after")
-    def _ops(self) -> "OrtStaticSettings":
+    def _ops(self) -> OrtStaticSettings:
         known = ORT_QDQ_OP_TYPES if self.quant_format == "qdq" else ORT_QOPERATOR_OP_TYPES
         _check_op_types(self.op_types, known, f"quantize_static ({self.quant_format} format)")
         return self
@@ -171,7 +172,7 @@ class ModelOptSettings(_Settings):
     seed: int = 0
 
     @model_validator(mode="after")
-    def _api_fields(self) -> "ModelOptSettings":
+    def _api_fields(self) -> ModelOptSettings:
         # Compared with the defaults (not model_fields_set) so a dumped settings dict validates again.
         other = _MODELOPT_ONNX_ONLY if self.api == "torch" else _MODELOPT_TORCH_ONLY
         fields = type(self).model_fields
@@ -474,7 +475,8 @@ def _import_modelopt(module: str):
     try:
         return importlib.import_module(module)
     except Exception as exc:  # noqa: BLE001 — installed but broken (a missing dependency, CUDA libs)
-        raise ExportError(f"nvidia-modelopt is installed but {module} cannot be imported: {one_line(exc, 300)}") from exc
+        why = one_line(exc, 300)
+        raise ExportError(f"nvidia-modelopt is installed but {module} cannot be imported: {why}") from exc
 
 
 def _modelopt_version() -> str:

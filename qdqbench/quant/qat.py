@@ -27,9 +27,10 @@ import math
 import os
 import re
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,7 +61,7 @@ class QATPlan:
 
     @classmethod
     def from_finetune(cls, info: Mapping[str, Any], *, fraction: float = 0.1, lr_fraction: float = 0.01,
-                      warmup: int = 0, schedule: str = "cosine") -> "QATPlan":
+                      warmup: int = 0, schedule: str = "cosine") -> QATPlan:
         """The paper's defaults from a ``finetune.json``: 10% of its steps at 1% of its lr.
 
         Original steps = ceil(train_examples / batch_size) per epoch × epochs (fractional epochs

@@ -1,11 +1,14 @@
 """Turn a transformers BERT-family model into a QDQBERT variant by module surgery.
 
-Q/DQ placement (DESIGN.md), each group switchable:
+Q/DQ placement (docs/ARCHITECTURE.md), each group switchable:
   ``linear``   — every encoder ``nn.Linear``: input per-tensor (calibrated), weight per-channel;
   ``matmul``   — both attention matmuls: Q and Kᵀ of Q·Kᵀ, softmax output and V of P·V;
   ``residual`` — both inputs of the two residual adds of each layer, so TensorRT can fuse the add
                  into its INT8 kernels.
-Embeddings, LayerNorm, Softmax and GELU stay float, and so do the pooler and the task head. The
+LayerNorm, Softmax and GELU stay float, and so do the pooler and the task head. The embeddings
+stay float too unless ``quantize_embeddings`` is set: then the word-embedding table is
+fake-quantized per tensor (``QuantEmbedding``; group ``embedding``), exported as an int8 table →
+Gather → DequantizeLinear. Position and token-type tables stay float (under 1 MB for BERT). The
 encoder's modules are replaced by the classes below, which adopt the original parameters; nothing
 in torch or transformers is patched, so the fp32 model class and every other model in the process
 are untouched. ``quantize_bert`` changes the model it is given: pass a copy to keep the original.
@@ -29,15 +32,15 @@ dumps compare with NVIDIA's toolkit; the group of a quantizer follows from its n
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import nn
 
-from qdqbench.quant.quantizer import QuantLinear, TensorQuantizer, name_quantizers, quantizers
+from qdqbench.quant.quantizer import QuantEmbedding, QuantLinear, TensorQuantizer, name_quantizers, quantizers
+from qdqbench.quant.registry import GROUPS, calibrator_entry, check_bits, check_groups
 
-GROUPS = ("linear", "matmul", "residual")
 _ATTENTION_IMPLEMENTATIONS = (None, "eager", "sdpa")  # the masks QuantSelfAttention understands
 
 
@@ -61,17 +64,17 @@ class QDQSettings:
     # "reduce_range": its u8×s8 kernels on x86 without VNNI add pairs of products in int16
     # (VPMADDUBSW), which saturates with full-range int8 weights; 7-bit weights cannot.
     weight_bits: int | None = None
+    # The word-embedding table in int8 (per tensor, same bits as the weights): 4x smaller on disk.
+    quantize_embeddings: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "groups", tuple(self.groups))
+        object.__setattr__(self, "groups", check_groups(self.groups))
         object.__setattr__(self, "skip", tuple(self.skip))
-        unknown = sorted(set(self.groups) - set(GROUPS))
-        if unknown:
-            raise ValueError(f"unknown Q/DQ group(s) {unknown}; known: {', '.join(GROUPS)}")
-        if not 2 <= self.bits <= 8:
-            raise ValueError(f"bits must be in 2..8, got {self.bits}")
-        if self.weight_bits is not None and not 2 <= self.weight_bits <= 8:
-            raise ValueError(f"weight_bits must be in 2..8, got {self.weight_bits}")
+        # The one bit range of schemes and quantizers (qdqbench.quant.registry).
+        check_bits(self.bits)
+        if self.weight_bits is not None:
+            check_bits(self.weight_bits, "weight_bits")
+        calibrator_entry(self.calib_method)  # unknown methods fail here, not at the first batch
         if self.clip_gelu is not None and not self.clip_gelu > 0:
             raise ValueError(f"clip_gelu must be a positive amax, got {self.clip_gelu}")
 
@@ -308,6 +311,13 @@ def quantize_bert(model: nn.Module, settings: QDQSettings) -> nn.Module:
         raise ValueError(f"{type(model).__name__} is already a QDQBERT variant")
     for i in range(len(layers)):
         layers[i] = layout.quantize_layer(layers[i], settings)
+    if settings.quantize_embeddings:
+        embeddings = getattr(getattr(model, "base_model", model), "embeddings", None)
+        table = getattr(embeddings, "word_embeddings", None)
+        if not isinstance(table, nn.Embedding):
+            raise ValueError(f"{type(model).__name__} has no embeddings.word_embeddings table to quantize")
+        embeddings.word_embeddings = QuantEmbedding.from_embedding(
+            table, num_bits=settings.weight_bits or settings.bits)
     name_quantizers(model)
     apply_skip_patterns(model, settings.skip)
     return model
@@ -339,7 +349,9 @@ def apply_skip_patterns(model: nn.Module, patterns: tuple[str, ...]) -> list[str
 
 
 def quantizer_group(name: str) -> str:
-    """Which placement group a quantizer name belongs to: linear, matmul or residual."""
+    """Which placement group a quantizer name belongs to: linear, matmul, residual or embedding."""
+    if name.endswith("word_embeddings.weight_quantizer"):
+        return "embedding"  # not one of GROUPS: switched by QDQSettings.quantize_embeddings
     leaf = name.rsplit(".", 1)[-1]
     if leaf.startswith("matmul_"):
         return "matmul"
@@ -353,7 +365,8 @@ def count_quantizers(model: nn.Module) -> dict[str, int]:
     counts = {g: 0 for g in GROUPS}
     for name, q in quantizers(model):
         if q.mode != "disabled":
-            counts[quantizer_group(name)] += 1
+            group = quantizer_group(name)
+            counts[group] = counts.get(group, 0) + 1  # "embedding" only where it is on
     return counts
 
 

@@ -7,9 +7,9 @@ gradient for QAT), ``calibrate`` (feed the input to a calibrator, pass it throug
 ``disabled`` (identity). Modes are switched with the ``calibrating`` / ``quantizers_disabled``
 context managers, which always restore what was there before.
 
-Numerics (DESIGN.md): symmetric, zero point 0, scale = amax / (2**(bits-1) - 1), quantized range
+Numerics (docs/ARCHITECTURE.md): symmetric, zero point 0, scale = amax / (2**(bits-1) - 1), quantized range
 [-2**(bits-1), 2**(bits-1) - 1] — for 8 bits [-128, 127], the range ONNX QuantizeLinear uses.
-DESIGN.md names ``torch.fake_quantize_per_*_affine``; we do not use it because it rounds
+The original design named ``torch.fake_quantize_per_*_affine``; we do not use it because it rounds
 ``x * (1/scale)``, not ``x / scale`` (see ``FakeQuantize``), so its results differ from every
 ONNX runtime's QuantizeLinear on elements next to a rounding boundary.
 """
@@ -17,14 +17,16 @@ ONNX runtime's QuantizeLinear on elements next to a rounding boundary.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator, Literal
+from typing import Literal
 
 import torch
 from torch import nn
 
 from qdqbench.core.errors import CalibrationError, ExportError
 from qdqbench.quant.calib import make_calibrator
+from qdqbench.quant.registry import check_bits
 
 Mode = Literal["quantize", "calibrate", "disabled"]
 
@@ -100,8 +102,7 @@ class TensorQuantizer(nn.Module):
         is_weight: bool = False,
     ):
         super().__init__()
-        if not 2 <= num_bits <= 8:
-            raise ValueError(f"num_bits must be in 2..8, got {num_bits}")
+        check_bits(num_bits, "num_bits")
         if axis is not None and not channels:
             raise ValueError("a per-channel quantizer needs the channel count")
         self.num_bits = num_bits
@@ -255,7 +256,7 @@ class QuantLinear(nn.Linear):
     @classmethod
     def from_linear(cls, linear: nn.Linear, *, num_bits: int = 8, per_channel: bool = True,
                     calib_method: str = "max", num_bins: int = 2048,
-                    weight_bits: int | None = None) -> "QuantLinear":
+                    weight_bits: int | None = None) -> QuantLinear:
         """A QuantLinear sharing ``linear``'s parameters, with its weight amax set from them."""
         q = cls.__new__(cls)
         nn.Module.__init__(q)
@@ -283,6 +284,45 @@ class QuantLinear(nn.Linear):
         wq = self.weight_quantizer(self.weight.t())
         out = torch.matmul(xq, wq)
         return out + self.bias if self.bias is not None else out
+
+
+class QuantEmbedding(nn.Embedding):
+    """``nn.Embedding`` whose table is fake-quantized per tensor before the lookup.
+
+    Per tensor, not per row: the export stores the table as int8 and moves the DequantizeLinear
+    behind the Gather (int8 table → Gather → DequantizeLinear, as ONNX Runtime's quantize_static
+    writes), and a DequantizeLinear after a Gather can only take one scale — per-row scales would
+    have to be gathered too, which is no longer a DequantizeLinear. Lookup then dequantize equals
+    dequantize then lookup element for element, so torch and the export agree exactly.
+    """
+
+    def _add_quantizer(self, num_bits: int) -> None:
+        self.weight_quantizer = TensorQuantizer(num_bits, is_weight=True)
+        self.weight_quantizer.to(self.weight.device)
+
+    @classmethod
+    def from_embedding(cls, emb: nn.Embedding, *, num_bits: int = 8) -> QuantEmbedding:
+        """A QuantEmbedding sharing ``emb``'s table, with its amax set from it."""
+        if emb.max_norm is not None:
+            raise ValueError("embeddings with max_norm renormalise the table in the forward: not quantizable")
+        q = cls.__new__(cls)
+        nn.Module.__init__(q)
+        for attr in ("num_embeddings", "embedding_dim", "padding_idx", "max_norm", "norm_type",
+                     "scale_grad_by_freq", "sparse"):
+            setattr(q, attr, getattr(emb, attr))
+        q.weight = emb.weight
+        q._add_quantizer(num_bits)
+        q.calibrate_weight()
+        return q
+
+    @torch.no_grad()
+    def calibrate_weight(self) -> None:
+        """amax = max |w| over the whole table."""
+        self.weight_quantizer.set_amax(self.weight.detach().float().abs().max())
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return nn.functional.embedding(ids, self.weight_quantizer(self.weight), self.padding_idx,
+                                       None, self.norm_type, self.scale_grad_by_freq, self.sparse)
 
 
 def quantizers(model: nn.Module) -> Iterator[tuple[str, TensorQuantizer]]:
@@ -333,14 +373,14 @@ def finish_calibration(model: nn.Module, method: str | None = None, **params) ->
     this, since it recomputes the weight ranges.
     """
     out: dict[str, float] = {}
-    for name, q in quantizers(model):
+    for _name, q in quantizers(model):
         if q.mode == "disabled":
             continue
         if q.is_weight:
             continue
         q.load_calib_amax(method, **params)
     for m in model.modules():
-        if isinstance(m, QuantLinear):
+        if isinstance(m, (QuantLinear, QuantEmbedding)):
             m.calibrate_weight()
     for name, q in quantizers(model):
         if q.mode != "disabled":
@@ -368,6 +408,7 @@ __all__ = [
     "FakeQuantize",
     "TensorQuantizer",
     "QuantLinear",
+    "QuantEmbedding",
     "quantizers",
     "calibrating",
     "quantizers_disabled",

@@ -10,15 +10,15 @@ HTML and Markdown reports; a damaged ``run.json`` is a one-line ``QdqbenchError`
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
 
 from qdqbench.core.errors import QdqbenchError, did_you_mean
+from qdqbench.core.results import SkippedLine, load_records, load_run_info, warn_skipped, write_text_atomic
 from qdqbench.report.csvout import render_csv
 from qdqbench.report.html import render_html
 from qdqbench.report.markdown import render_markdown
 from qdqbench.report.rows import Report, build_report
-from qdqbench.core.results import SkippedLine, load_records, load_run_info, warn_skipped, write_text_atomic
 
 RENDERERS: Mapping[str, Callable[[Report], dict[str, str]]] = {
     "html": lambda report: {"report.html": render_html(report)},

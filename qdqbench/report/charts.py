@@ -13,8 +13,8 @@ data, because accuracies differ by tenths of a point; bars (sensitivity) always 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Collection, Mapping, Sequence
 from html import escape
-from typing import Callable, Collection, Mapping, Sequence
 
 from qdqbench.report.layers import SensitivityView
 from qdqbench.report.rows import ThroughputChart, fmt_shape, fmt_sig, fmt_throughput

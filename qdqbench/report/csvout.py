@@ -18,7 +18,8 @@ import csv
 import io
 import numbers
 import re
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from qdqbench.report.rows import Report
 

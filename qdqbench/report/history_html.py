@@ -3,14 +3,16 @@
 One chart per model × task for accuracy (the primary metric of every scheme × backend, y axis
 fitted to the data because changes are small next to the level; SQNR for embedding-fidelity
 cells, which have no accuracy) and one per model × task × backend × shape for mean latency (y
-axis from zero, so a bar-like reading stays honest); fp32 series are dashed. The x axis is the runs in ``started_at`` order. Each chart has a table of the
-latest values beside it. Everything from the database is escaped; nothing is fetched.
+axis from zero, so a bar-like reading stays honest); fp32 series are dashed. The x axis is the
+runs in ``started_at`` order. Each chart has a table of the latest values beside it. Everything
+from the database is escaped; nothing is fetched.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from html import escape
-from typing import Any, Sequence
+from typing import Any
 
 from qdqbench import __version__
 from qdqbench.report.charts import line_chart_svg

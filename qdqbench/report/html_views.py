@@ -13,8 +13,15 @@ import math
 
 from qdqbench.report.charts import calibrator_chart_svg, pareto_chart_svg, sensitivity_chart_svg
 from qdqbench.report.htmlparts import esc, num_td, table_html, td, text_td, tr, verdict_class
-from qdqbench.report.layers import (MIN_LAYERS_FOR_MEDIAN, OUTLIER_FACTOR, PART_COST_HEADERS, AmaxCell,
-                                    AmaxTable, fmt_delta_ms, part_costs_note)
+from qdqbench.report.layers import (
+    MIN_LAYERS_FOR_MEDIAN,
+    OUTLIER_FACTOR,
+    PART_COST_HEADERS,
+    AmaxCell,
+    AmaxTable,
+    fmt_delta_ms,
+    part_costs_note,
+)
 from qdqbench.report.rows import (
     DASH,
     Report,

@@ -6,8 +6,9 @@ carry the raw value in ``data-sort`` so the page's sorter orders numbers as numb
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from html import escape
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from qdqbench.report.rows import DASH
 

@@ -13,12 +13,13 @@ import json
 import math
 import re
 import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from qdqbench.report.rows import DASH, _Anchors, _int, fmt_ms
 from qdqbench.core.results import Record
+from qdqbench.report.fmt import DASH, Anchors, as_int, fmt_ms
 
 # An amax at least this many times the median of its quantizer type (across layers) is an
 # outlier: one activation range that large spends most of the 256 levels on a few values.
@@ -159,7 +160,7 @@ def amax_tables(records: Sequence[Record], run_dir: Path | None) -> list[AmaxTab
     """One table per model × task × scheme whose accuracy record names an ``amax.json``."""
     if run_dir is None:
         return []
-    anchors = _Anchors()
+    anchors = Anchors()
     seen: set[tuple[str, str, str]] = set()
     tables = []
     for r in records:
@@ -219,12 +220,12 @@ def _part(p: Mapping[str, Any]) -> SensitivityPart:
         return next((_num(p[k]) for k in keys if p.get(k) is not None), None)
 
     return SensitivityPart(
-        rank=_int(p.get("rank")),
+        rank=as_int(p.get("rank")),
         part=str(p.get("part") or p.get("name") or "?"),
         kind=_str(p.get("kind")),
         group=_str(p.get("group")),
-        layer=_int(p.get("layer")),
-        quantizers=_int(p.get("quantizers"))
+        layer=as_int(p.get("layer")),
+        quantizers=as_int(p.get("quantizers"))
         if not isinstance(p.get("quantizers"), list)
         else len(p["quantizers"]),
         # autoquant writes quantized_only / float_only; accept the only_* spelling too
@@ -237,7 +238,7 @@ def _part(p: Mapping[str, Any]) -> SensitivityPart:
 
 def sensitivity_views(records: Sequence[Record]) -> list[SensitivityView]:
     """One view per model × task × scheme whose record carries ``details.recipe.sensitivity``."""
-    anchors = _Anchors()
+    anchors = Anchors()
     seen: set[tuple[str, str, str]] = set()
     views = []
     for r in records:
@@ -332,7 +333,7 @@ def part_costs_note(t: RecipeTrace) -> str:
 
 def recipe_traces(records: Sequence[Record]) -> list[RecipeTrace]:
     """One trace per model × task × scheme whose record carries ``details.recipe.trace``."""
-    anchors = _Anchors()
+    anchors = Anchors()
     seen: set[tuple[str, str, str]] = set()
     traces = []
     for r in records:
@@ -357,7 +358,7 @@ def recipe_traces(records: Sequence[Record]) -> list[RecipeTrace]:
                     value=_num(t.get("value")),
                     passed=passed if isinstance(passed, bool) else None,
                     latency_ms=_num(latency),
-                    evaluations=_int(t.get("evaluations")),
+                    evaluations=as_int(t.get("evaluations")),
                     seconds=_num(t.get("seconds")),
                     chosen=chosen is not None and name == chosen,
                     error=_str(t.get("error")),
@@ -366,7 +367,7 @@ def recipe_traces(records: Sequence[Record]) -> list[RecipeTrace]:
         costs = recipe.get("float_part_costs")
         costs = costs if isinstance(costs, Mapping) else {}
         part_costs = tuple(
-            PartCost(part=str(c.get("part") or "?"), quantizers=_int(c.get("quantizers")),
+            PartCost(part=str(c.get("part") or "?"), quantizers=as_int(c.get("quantizers")),
                      latency_ms=_num(c.get("latency")), delta_ms=_num(c.get("delta")))
             for c in costs.get("parts") or [] if isinstance(c, Mapping)
         )

@@ -2,13 +2,15 @@
 
 The verdict comes first (with the peer statements), then the accuracy tables (each engine beside
 fake-quant, calibrators, accuracy vs latency), fidelity when the run has it, latency, the
-per-layer views (amax outliers, sensitivity, the auto recipe's trace) and the failed cells. Cell text is escaped for GitHub tables: pipes are backslash-escaped, angle
-brackets become entities (so a model called ``<script>`` shows as text), newlines become spaces.
+per-layer views (amax outliers, sensitivity, the auto recipe's trace) and the failed cells. Cell
+text is escaped for GitHub tables: pipes are backslash-escaped, angle brackets become entities
+(so a model called ``<script>`` shows as text), newlines become spaces.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from qdqbench.report.layers import OUTLIER_FACTOR, PART_COST_HEADERS, fmt_delta_ms, part_costs_note
 from qdqbench.report.rows import (

@@ -4,11 +4,13 @@
 ``run.json``) into a ``Report``: a verdict summary, then accuracy, fidelity, latency, export,
 failed-cell and environment rows, and the views across cells built from them (``views``: engines
 beside fake-quant, peers, calibrators, accuracy vs latency; ``layers``: amaxes, sensitivity and
-the auto recipe's trace; amaxes need ``run_dir``, where their artifacts live). Rows hold raw numbers exactly as stored (scores as fractions, drops as
-``fp32 - value``, latencies in ms) plus the few values derived here (speedups against the fp32
-baseline of the same run, model, task, backend and shape). Verdicts are read from the records,
-never recomputed. Renderers (HTML, Markdown, CSV) only lay rows out and call the ``fmt_*``
-helpers, so every format shows the same numbers the same way.
+the auto recipe's trace; amaxes need ``run_dir``, where their artifacts live). The row types
+live in ``model``, the number formatting in ``fmt`` (both re-exported here). Rows hold raw
+numbers exactly as stored (scores as fractions, drops as ``fp32 - value``, latencies in ms) plus
+the few values derived here (speedups against the fp32 baseline of the same run, model, task,
+backend and shape). Verdicts are read from the records, never recomputed. Renderers (HTML,
+Markdown, CSV) only lay rows out and call the ``fmt_*`` helpers, so every format shows the same
+numbers the same way.
 
 ``Report.warnings`` are shown at the top of every human-readable format: lines of
 ``results.jsonl`` that could not be read (``build_report(..., skipped=...)``), a partial merge
@@ -20,250 +22,51 @@ from __future__ import annotations
 
 import json
 import math
-import re
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from qdqbench.core.results import Record, SkippedLine
-from qdqbench.config.suite import PEER_SCHEME_KINDS
-
-if TYPE_CHECKING:
-    from qdqbench.report.layers import AmaxTable, RecipeTrace, SensitivityView
-    from qdqbench.report.views import CalibratorChart, ParetoChart, PeerComparison, SideBySideRow
-
-DASH = "—"  # shown for a missing number
-
-LATENCY_METRICS = (
-    "latency_mean_ms",
-    "latency_median_ms",
-    "latency_p90_ms",
-    "latency_p95_ms",
-    "latency_p99_ms",
-    "latency_min_ms",
-    "latency_max_ms",
-    "latency_std_ms",
-    "cov",
-    "throughput",
+from qdqbench.report import layers, views
+from qdqbench.report.fmt import (  # noqa: F401 — re-exported: renderers read every helper from here
+    DASH,
+    Anchors,
+    as_int,
+    fmt_bound,
+    fmt_changed,
+    fmt_ci_points,
+    fmt_db,
+    fmt_delta_points,
+    fmt_int,
+    fmt_ms,
+    fmt_pct,
+    fmt_points,
+    fmt_ratio,
+    fmt_score,
+    fmt_shape,
+    fmt_sig,
+    fmt_speedup,
+    fmt_throughput,
+    fmt_verdict,
+    slug,
 )
-
-
-# ----------------------------------------------------------------------------------------------
-# rows
-
-
-def is_peer_kind(scheme_kind: str) -> bool:
-    """Whether a scheme kind is a peer tool's recipe (ort-dynamic, ort-static, modelopt)."""
-    return scheme_kind in PEER_SCHEME_KINDS
-
-
-@dataclass(frozen=True)
-class AccuracyRow:
-    """One accuracy cell: its primary metric, the fp32 reference and the stored verdict."""
-
-    anchor: str  # stable slug of the cell, unique within the accuracy rows
-    cell: str
-    model: str
-    task: str
-    scheme: str
-    scheme_kind: str
-    backend: str
-    precision: str
-    metric: str
-    value: float | None  # fraction, as stored
-    value_ci_low: float | None
-    value_ci_high: float | None
-    fp32_value: float | None  # the verdict's baseline, or the fp32 row's value
-    drop: float | None  # fp32 - value (fraction), from the verdict
-    relative_drop: float | None  # drop / fp32, from the verdict
-    drop_ci_low: float | None
-    drop_ci_high: float | None
-    within_noise: bool | None
-    changed: int | None  # predictions that differ from fp32
-    examples: int | None
-    bound: float | None
-    bound_mode: str | None
-    threshold: float | None
-    passed: bool | None  # None: no verdict (fp32 rows)
-    other_metrics: tuple[tuple[str, float | None], ...] = ()
-
-    @property
-    def is_quantized(self) -> bool:
-        """Whether this row is a quantized scheme (not the fp32 reference)."""
-        return self.scheme_kind != "fp32"
-
-    @property
-    def is_peer(self) -> bool:
-        """A peer tool's recipe, not a QDQBERT scheme."""
-        return is_peer_kind(self.scheme_kind)
-
-
-@dataclass(frozen=True)
-class FidelityRow:
-    """One fidelity cell: INT8 against fp32 sentence embeddings."""
-
-    anchor: str
-    cell: str
-    model: str
-    task: str
-    scheme: str
-    scheme_kind: str
-    backend: str
-    precision: str
-    cosine_mean: float | None
-    cosine_min: float | None
-    sqnr_db: float | None
-    nn_agreement: float | None
-    examples: int | None
-    reference: str | None
-    passed: bool | None = None  # only when the record carries a verdict
-
-
-@dataclass(frozen=True)
-class LatencyRow:
-    """One latency cell with its speedup against the same run's fp32 baseline."""
-
-    anchor: str
-    cell: str
-    model: str
-    task: str
-    scheme: str
-    scheme_kind: str
-    backend: str
-    precision: str
-    batch: int | None
-    seq: int | None
-    mean_ms: float | None
-    p50_ms: float | None
-    p90_ms: float | None
-    p95_ms: float | None
-    p99_ms: float | None
-    min_ms: float | None
-    max_ms: float | None
-    std_ms: float | None
-    cov: float | None
-    throughput: float | None  # sequences per second
-    iterations: int | None
-    warmup_iters: int | None
-    threads: int | None
-    method: str | None
-    info: Mapping[str, Any] = field(default_factory=dict)
-    # For an fp32 row timed in several engine configurations: the one reported (the fastest).
-    fp32_config: str | None = None
-    baseline_scheme: str | None = None  # the fp32 scheme this row is compared with
-    baseline_mean_ms: float | None = None
-    baseline_throughput: float | None = None
-    is_baseline: bool = False
-    speedup_latency: float | None = None  # baseline mean / mean
-    speedup_throughput: float | None = None  # throughput / baseline throughput
-
-    @property
-    def is_peer(self) -> bool:
-        """A peer tool's recipe, not a QDQBERT scheme."""
-        return is_peer_kind(self.scheme_kind)
-
-
-@dataclass(frozen=True)
-class ExportRow:
-    """One ONNX export cell."""
-
-    anchor: str
-    cell: str
-    model: str
-    task: str
-    scheme: str
-    onnx_mb: float | None
-    qdq_nodes: int | None
-    path: str | None
-
-
-@dataclass(frozen=True)
-class FailedRow:
-    """A cell that did not finish (failed) or did not run (skipped), with its one-line error."""
-
-    anchor: str
-    cell: str
-    status: str
-    model: str
-    task: str
-    scheme: str
-    backend: str
-    kind: str
-    error: str
-
-
-@dataclass(frozen=True)
-class EnvRow:
-    """One line of the environment table: section, key, value."""
-
-    section: str
-    key: str
-    value: str
-
-
-@dataclass(frozen=True)
-class MethodRow:
-    """How one backend was timed: the method and iteration counts its latency cells report."""
-
-    backend: str
-    method: str | None
-    warmup_iters: int | None
-    iterations: int | None
-    threads: int | None
-    cells: int
-    facts: tuple[tuple[str, str], ...] = ()  # engine facts (details.info), differing values joined
-
-
-@dataclass(frozen=True)
-class ThroughputChart:
-    """Throughput against batch size for one model x task x backend: one series per scheme."""
-
-    anchor: str
-    model: str
-    task: str
-    backend: str
-    series: tuple[tuple[str, tuple[tuple[int, float], ...]], ...]  # (label, ((batch, seq/s), ...))
-    baselines: tuple[str, ...]  # labels of the fp32 series
-    rows: tuple[LatencyRow, ...]  # the numbers behind the chart
-
-
-@dataclass(frozen=True)
-class PairVerdict:
-    """The verdict of one model x task pair across its quantized schemes."""
-
-    anchor: str
-    model: str
-    task: str
-    n_quantized: int  # quantized accuracy rows that carry a verdict
-    n_passing: int
-    best: AccuracyRow | None  # highest value among passing rows, else highest value
-    worst: AccuracyRow | None  # largest drop
-
-    @property
-    def passed(self) -> bool | None:
-        """True when some quantized scheme passes the bound; None when nothing was judged."""
-        return None if self.n_quantized == 0 else self.n_passing > 0
-
-
-@dataclass(frozen=True)
-class VerdictSummary:
-    """The headline: how many pairs pass, the worst regression, the best speedup, failures."""
-
-    pairs_total: int  # model x task pairs with accuracy rows
-    pairs_passing: int  # ... of which some quantized scheme passes the bound
-    pairs_unjudged: int  # ... of which none has a verdict (every int8 cell failed): not passing
-    verdicts_total: int
-    verdicts_passing: int
-    worst_regression: AccuracyRow | None
-    best_speedup: LatencyRow | None
-    failed_cells: int
-    skipped_cells: int
-    ok_cells: int
-
-    @property
-    def passed(self) -> bool | None:
-        """Every pair has a passing quantized scheme; None when the run judged nothing."""
-        return None if self.verdicts_total == 0 else self.pairs_passing == self.pairs_total
+from qdqbench.report.layers import AmaxTable, RecipeTrace, SensitivityView
+from qdqbench.report.model import (  # noqa: F401 — re-exported: the row types
+    LATENCY_METRICS,
+    AccuracyRow,
+    EnvRow,
+    ExportRow,
+    FailedRow,
+    FidelityRow,
+    LatencyRow,
+    MethodRow,
+    PairVerdict,
+    ThroughputChart,
+    VerdictSummary,
+    is_peer_kind,
+)
+from qdqbench.report.views import CalibratorChart, ParetoChart, PeerComparison, SideBySideRow
 
 
 @dataclass(frozen=True)
@@ -304,26 +107,6 @@ class Report:
 # building
 
 
-def slug(*parts: Any) -> str:
-    """A lowercase [a-z0-9-] slug of the parts, for stable element ids and file names."""
-    text = "-".join(str(p) for p in parts if p is not None and str(p) != "")
-    s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    return s or "x"
-
-
-class _Anchors:
-    """Hands out slugs that stay unique within one table (a clash gets -2, -3, ...)."""
-
-    def __init__(self) -> None:
-        self._seen: dict[str, int] = {}
-
-    def __call__(self, *parts: Any) -> str:
-        base = slug(*parts)
-        n = self._seen.get(base, 0) + 1
-        self._seen[base] = n
-        return base if n == 1 else f"{base}-{n}"
-
-
 class _Order:
     """First-appearance order of values, so rows follow the order the run produced them."""
 
@@ -338,26 +121,6 @@ def _value(record: Record, name: str) -> float | None:
     m = record.metric(name)
     return None if m is None else m.value
 
-
-def _int(x: Any) -> int | None:
-    if isinstance(x, bool) or x is None:
-        return None
-    if isinstance(x, int):
-        return x
-    if isinstance(x, float) and math.isfinite(x) and x.is_integer():
-        return int(x)
-    return None
-
-
-def _primary_metric(record: Record) -> str | None:
-    name = record.details.get("primary_metric")
-    if isinstance(name, str) and record.metric(name) is not None:
-        return name
-    if record.verdict is not None and record.metric(record.verdict.metric) is not None:
-        return record.verdict.metric
-    return record.metrics[0].name if record.metrics else None
-
-
 def _ratio(num: float | None, den: float | None) -> float | None:
     if num is None or den is None or not math.isfinite(num) or not math.isfinite(den):
         return None
@@ -367,18 +130,18 @@ def _ratio(num: float | None, den: float | None) -> float | None:
 
 
 def _accuracy_rows(records: Sequence[Record], order: _Order) -> list[AccuracyRow]:
-    anchors = _Anchors()
+    anchors = Anchors()
     # fp32 references per (model, task, backend), used when a quantized row has no verdict.
     fp32: dict[tuple[str, str, str], float | None] = {}
     for r in records:
         if r.scheme_kind == "fp32":
-            name = _primary_metric(r)
+            name = r.primary_metric
             if name is not None:
                 fp32.setdefault((r.model, r.task, r.backend), _value(r, name))
                 fp32.setdefault((r.model, r.task, "*"), _value(r, name))
     rows = []
     for r in records:
-        name = _primary_metric(r)
+        name = r.primary_metric
         if name is None:
             continue
         m = r.metric(name)
@@ -409,8 +172,8 @@ def _accuracy_rows(records: Sequence[Record], order: _Order) -> list[AccuracyRow
                 drop_ci_low=v.drop_ci_low if v else None,
                 drop_ci_high=v.drop_ci_high if v else None,
                 within_noise=v.within_noise if v else None,
-                changed=_int(r.details.get("changed")),
-                examples=_int(r.details.get("examples")),
+                changed=as_int(r.details.get("changed")),
+                examples=as_int(r.details.get("examples")),
                 bound=v.bound if v else None,
                 bound_mode=v.mode if v else None,
                 threshold=v.threshold if v else None,
@@ -431,7 +194,7 @@ def _accuracy_rows(records: Sequence[Record], order: _Order) -> list[AccuracyRow
 
 
 def _fidelity_rows(records: Sequence[Record], order: _Order) -> list[FidelityRow]:
-    anchors = _Anchors()
+    anchors = Anchors()
     rows = [
         FidelityRow(
             anchor=anchors(r.cell),
@@ -446,7 +209,7 @@ def _fidelity_rows(records: Sequence[Record], order: _Order) -> list[FidelityRow
             cosine_min=_value(r, "cosine_min"),
             sqnr_db=_value(r, "sqnr_db"),
             nn_agreement=_value(r, "nn_agreement"),
-            examples=_int(r.details.get("examples")),
+            examples=as_int(r.details.get("examples")),
             reference=str(r.details["reference"]) if r.details.get("reference") else None,
             passed=r.verdict.passed if r.verdict else None,
         )
@@ -464,7 +227,7 @@ def _fidelity_rows(records: Sequence[Record], order: _Order) -> list[FidelityRow
 
 
 def _latency_rows(records: Sequence[Record], order: _Order) -> list[LatencyRow]:
-    anchors = _Anchors()
+    anchors = Anchors()
     rows = []
     for r in records:
         d = r.details
@@ -491,9 +254,9 @@ def _latency_rows(records: Sequence[Record], order: _Order) -> list[LatencyRow]:
                 std_ms=_value(r, "latency_std_ms"),
                 cov=_value(r, "cov"),
                 throughput=_value(r, "throughput"),
-                iterations=_int(d.get("iterations")),
-                warmup_iters=_int(d.get("warmup_iters")),
-                threads=_int(d.get("threads")),
+                iterations=as_int(d.get("iterations")),
+                warmup_iters=as_int(d.get("warmup_iters")),
+                threads=as_int(d.get("threads")),
                 method=str(d["method"]) if d.get("method") is not None else None,
                 info=dict(info) if isinstance(info, Mapping) else {},
                 fp32_config=str(d["fp32_baseline"]) if d.get("fp32_baseline") else None,
@@ -536,7 +299,7 @@ def _latency_rows(records: Sequence[Record], order: _Order) -> list[LatencyRow]:
 
 
 def _export_rows(records: Sequence[Record]) -> list[ExportRow]:
-    anchors = _Anchors()
+    anchors = Anchors()
     return [
         ExportRow(
             anchor=anchors(r.cell),
@@ -545,7 +308,7 @@ def _export_rows(records: Sequence[Record]) -> list[ExportRow]:
             task=r.task,
             scheme=r.scheme,
             onnx_mb=_value(r, "onnx_mb"),
-            qdq_nodes=_int(_value(r, "qdq_nodes")),
+            qdq_nodes=as_int(_value(r, "qdq_nodes")),
             path=str(r.details["path"]) if r.details.get("path") else None,
         )
         for r in records
@@ -553,7 +316,7 @@ def _export_rows(records: Sequence[Record]) -> list[ExportRow]:
 
 
 def _failed_rows(records: Sequence[Record]) -> list[FailedRow]:
-    anchors = _Anchors()
+    anchors = Anchors()
     rows = [
         FailedRow(
             anchor=anchors(r.cell),
@@ -574,7 +337,7 @@ def _failed_rows(records: Sequence[Record]) -> list[FailedRow]:
 
 
 def _pairs(accuracy: Sequence[AccuracyRow]) -> list[PairVerdict]:
-    anchors = _Anchors()
+    anchors = Anchors()
     groups: dict[tuple[str, str], list[AccuracyRow]] = {}
     for a in accuracy:
         groups.setdefault((a.model, a.task), []).append(a)
@@ -715,9 +478,6 @@ def build_report(
     records name; without it the report has everything else. ``skipped`` (lines of
     ``results.jsonl`` that could not be read) become warnings at the top of the report.
     """
-    # The views build on this module's rows, so they are imported here, not at the top.
-    from qdqbench.report import layers, views
-
     records = list(records)
     info = dict(run_info or {})
     order = _Order()
@@ -793,7 +553,7 @@ def build_report(
 
 
 def _charts(latency: Sequence[LatencyRow]) -> list[ThroughputChart]:
-    anchors = _Anchors()
+    anchors = Anchors()
     groups: dict[tuple[str, str, str], list[LatencyRow]] = {}
     for row in latency:
         if row.batch is not None and row.throughput is not None:
@@ -823,111 +583,7 @@ def _charts(latency: Sequence[LatencyRow]) -> list[ThroughputChart]:
 
 
 # ----------------------------------------------------------------------------------------------
-# formatting: every renderer shows numbers through these
-
-
-def _ok(x: float | None) -> bool:
-    return x is not None and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _bad(x: float | None) -> str:
-    return DASH if x is None else str(x)  # nan / inf shown as such, never hidden
-
-
-def fmt_sig(x: float | None, digits: int = 3, max_decimals: int = 3) -> str:
-    """At least ``digits`` significant figures, no exponent, at most ``max_decimals`` decimals."""
-    if not _ok(x):
-        return _bad(x)
-    if x == 0:
-        return "0"
-    magnitude = math.floor(math.log10(abs(x)))
-    decimals = max(0, min(max_decimals, digits - 1 - magnitude))
-    if decimals < digits - 1 - magnitude and abs(x) < 10**-decimals:
-        return f"{x:.{digits}g}"  # would round to zero at the capped decimals: keep the digits
-    return f"{x:.{decimals}f}"
-
-
-def fmt_score(x: float | None) -> str:
-    """A score stored as a fraction, shown in percent points with 2 decimals (0.8979 -> 89.79)."""
-    return f"{x * 100:.2f}" if _ok(x) else _bad(x)
-
-
-def fmt_points(x: float | None) -> str:
-    """A difference of fractions in percent points, signed when negative (0.0045 -> 0.45)."""
-    return fmt_score(x)
-
-
-def fmt_delta_points(x: float | None) -> str:
-    """A signed difference of fractions in percent points (0.0041 -> '+0.41', -0.002 -> '-0.20')."""
-    return "+" + fmt_points(x) if _ok(x) and x > 0 else fmt_points(x)
-
-
-def fmt_ci_points(low: float | None, high: float | None) -> str:
-    """A fraction interval in percent points, '[0.10, 0.80]'; a dash when unknown."""
-    if low is None or high is None:
-        return DASH
-    return f"[{fmt_points(low)}, {fmt_points(high)}]"
-
-
-def fmt_pct(x: float | None, decimals: int = 2) -> str:
-    """A ratio shown as a percentage (0.0123 -> '1.23%')."""
-    return f"{x * 100:.{decimals}f}%" if _ok(x) else _bad(x)
-
-
-def fmt_ms(x: float | None) -> str:
-    """Milliseconds, 3 significant figures, at most 3 decimals (4 -> '4.00', 0.1234 -> '0.123')."""
-    return fmt_sig(x, 3, 3)
-
-
-def fmt_throughput(x: float | None) -> str:
-    """Sequences per second with 3 significant figures (1234.5 -> '1235', 12.34 -> '12.3')."""
-    return fmt_sig(x, 3, 2)
-
-
-def fmt_speedup(x: float | None) -> str:
-    """A ratio as '2.50×'."""
-    return f"{x:.2f}×" if _ok(x) else _bad(x)
-
-
-def fmt_ratio(x: float | None, decimals: int = 4) -> str:
-    """A unitless ratio such as a cosine similarity, fixed decimals."""
-    return f"{x:.{decimals}f}" if _ok(x) else _bad(x)
-
-
-def fmt_db(x: float | None) -> str:
-    """Decibels with one decimal."""
-    return f"{x:.1f}" if _ok(x) else _bad(x)
-
-
-def fmt_int(x: int | float | None) -> str:
-    """An integer count; a dash when unknown."""
-    return DASH if x is None else str(int(x)) if _ok(float(x)) else _bad(x)
-
-
-def fmt_changed(changed: int | None, examples: int | None) -> str:
-    """'7 / 872' predictions changed; a dash when not recorded."""
-    if changed is None:
-        return DASH
-    return f"{changed} / {examples}" if examples is not None else str(changed)
-
-
-def fmt_verdict(passed: bool | None, missing: str = DASH) -> str:
-    """'pass', 'FAIL', or ``missing`` (a dash) for rows without a verdict."""
-    return missing if passed is None else "pass" if passed else "FAIL"
-
-
-def fmt_bound(bound: float | None, mode: str | None) -> str:
-    """The accuracy bound in words: 'relative drop ≤ 1.00%' or 'drop ≤ 1.00 pts'."""
-    if not _ok(bound):
-        return DASH
-    if mode == "absolute":
-        return f"drop ≤ {fmt_points(bound)} pts"
-    return f"relative drop ≤ {fmt_pct(bound)}"
-
-
-def fmt_shape(batch: int | None, seq: int | None) -> str:
-    """'8×128' (batch × sequence length)."""
-    return DASH if batch is None else f"{batch}×{seq}"
+# formatting that reads rows (the number helpers are ``fmt``'s)
 
 
 def fmt_method(row: MethodRow) -> str:

@@ -1,37 +1,27 @@
 """Views across the cells of one model × task: engines beside fake-quant, peers, calibrators, Pareto.
 
-Each builder takes rows that ``rows`` already built (accuracy and latency rows, numbers as stored)
-and returns frozen dataclasses the renderers lay out. The few numbers derived here (an engine's
-gap to the fake-quant score, the half-width of a stored interval, which point is Pareto-optimal,
-who beats whom) are computed once, so HTML, Markdown and CSV say the same thing. Statements are
-plain text; renderers escape them.
+Each builder takes rows that ``rows`` already built (the row types of ``model``) (accuracy and
+latency rows, numbers as stored) and returns frozen dataclasses the renderers lay out. The few
+numbers derived here (an engine's gap to the fake-quant score, the half-width of a stored
+interval, which point is Pareto-optimal, who beats whom) are computed once, so HTML, Markdown
+and CSV say the same thing. Statements are plain text; renderers escape them.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from qdqbench.report.rows import (
-    AccuracyRow,
-    LatencyRow,
-    _Anchors,
-    _int,
-    fmt_delta_points,
-    fmt_ms,
-    fmt_score,
-    fmt_shape,
-    is_peer_kind,
-    slug,
-)
+from qdqbench.quant.registry import CALIBRATION_METHODS  # calibrators shown in the registry's order
+from qdqbench.report.fmt import Anchors, as_int, fmt_delta_points, fmt_ms, fmt_score, fmt_shape, slug
+from qdqbench.report.model import AccuracyRow, LatencyRow, is_peer_kind
 
 # The reference backend: its accuracy cells are the fake-quant (simulated) scores.
 REFERENCE_BACKEND = "torch"
 # The engine whose scores stand beside fake-quant in the calibrator comparison.
 CALIBRATOR_ENGINE = "onnxruntime"
-# Calibration methods in the order the chart shows them (others follow in run order).
-CALIBRATION_METHODS = ("max", "entropy", "percentile", "mse")
 
 
 def _finite(x: float | None) -> bool:
@@ -113,7 +103,7 @@ def side_by_side(
         groups.setdefault((a.model, a.task, a.scheme), []).append(a)
         if a.backend != REFERENCE_BACKEND and a.backend not in engines:
             engines.append(a.backend)
-    anchors = _Anchors()
+    anchors = Anchors()
     rows = []
     for (model, task, scheme), group in groups.items():
         ref = next((a for a in group if a.backend == REFERENCE_BACKEND), None)
@@ -136,7 +126,7 @@ def side_by_side(
                     drop_ci_low=a.drop_ci_low,
                     drop_ci_high=a.drop_ci_high,
                     gap=gap,
-                    changed_vs_torch=_int(d.get("changed_vs_torch")),
+                    changed_vs_torch=as_int(d.get("changed_vs_torch")),
                     max_abs_diff_vs_torch=float(diff) if isinstance(diff, (int, float)) else None,
                 )
             )
@@ -341,7 +331,7 @@ def peer_comparisons(
         peers = [a for a in rows if is_peer_kind(a.scheme_kind) and a.backend != REFERENCE_BACKEND]
         if not peers:
             continue
-        base = pair_anchor.get((model, task)) or _Anchors()(model, task)
+        base = pair_anchor.get((model, task)) or Anchors()(model, task)
         comparisons = []
         for backend in dict.fromkeys(a.backend for a in peers):
             qdq = _best([a for a in rows if a.scheme_kind == "qdq" and a.backend == backend])
@@ -429,7 +419,7 @@ def _calibration(details: Mapping[str, Any]) -> tuple[str, int | None, float | N
         if isinstance(seconds, (int, float)) and not isinstance(seconds, bool)
         else None
     )
-    return calibrator, _int(cal.get("samples")), seconds
+    return calibrator, as_int(cal.get("samples")), seconds
 
 
 def _base_method(calibrator: str) -> str:
@@ -455,8 +445,8 @@ def calibrator_charts(
         schemes = [s for s in dict.fromkeys(a.scheme for a in rows) if (model, task, s) in cal]
         if not schemes:
             continue
-        anchors = _Anchors()
-        base = pair_anchor.get((model, task)) or _Anchors()(model, task)
+        anchors = Anchors()
+        base = pair_anchor.get((model, task)) or Anchors()(model, task)
         out = []
         for scheme in schemes:
             calibrator, samples, seconds = cal[(model, task, scheme)]
@@ -596,8 +586,8 @@ def pareto_charts(
         if len(candidates) < 2:
             continue
         flags = pareto_optimal([(a.value, lat.mean_ms) for a, lat in candidates])
-        anchors = _Anchors()
-        base = pair_anchor.get((model, task)) or _Anchors()(model, task)
+        anchors = Anchors()
+        base = pair_anchor.get((model, task)) or Anchors()(model, task)
         points = tuple(
             ParetoPoint(
                 anchor=anchors(base, a.scheme, a.backend),

@@ -15,7 +15,7 @@ A gate is one of two shapes, and the metric's name decides which (a registry, ``
 Every comparison is strict: exactly 5% is not more than 5% (with a tolerance of a few ulps, so
 that 10 ms → 10.5 ms, which is 5.000000000000071% in binary floating point, does not fail
 ``+5%``). Improvements never fail a gate. A latency or throughput change fails only when it is
-also beyond the runs' spread (``compare.latency_significant``); an accuracy change fails on its
+also beyond the runs' spread (``comparison.latency_significant``); an accuracy change fails on its
 size alone, because both runs score the same fixed examples, so a changed score is changed
 predictions, not sampling noise (the report still shows whether the confidence intervals
 overlap). Expressions are never evaluated as code; a bad one is a one-line error with a
@@ -34,14 +34,13 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable, Literal, Sequence
+from typing import Literal
 
 from qdqbench.core.errors import QdqbenchError, did_you_mean
 from qdqbench.core.results import Record
-
-if TYPE_CHECKING:  # pragma: no cover
-    from qdqbench.review.compare import CellDelta, Comparison
+from qdqbench.review.comparison import CellDelta, Comparison
 
 EXAMPLES = "accuracy-drop>1%, accuracy-drop>0.5pt, latency-p99+5%, throughput-5%, failed-cells>0"
 
@@ -299,15 +298,6 @@ _UNIT_WORDS = {"%": "% (relative)", "pt": "pt (percentage points)", "ms": "ms (m
 def parse_gates(texts: Iterable[str], context: Literal["run", "compare"] | None = None) -> list[Gate]:
     """Parse every expression (the first bad one raises GateError)."""
     return [parse_gate(t, context) for t in texts]
-
-
-def add_fail_on_argument(parser, context: Literal["run", "compare"]) -> None:
-    """Add a repeatable ``--fail-on EXPR`` option to an argparse parser."""
-    kinds = "accuracy-drop>1%%, failed-cells>0" if context == "run" else EXAMPLES.replace("%", "%%")
-    parser.add_argument(
-        "--fail-on", dest="fail_on", action="append", default=[], metavar="EXPR",
-        help=f"exit 1 when a gate fails (repeatable; quote it in a shell), e.g. {kinds}",
-    )
 
 
 # ----------------------------------------------------------------------------------------------

@@ -10,9 +10,9 @@
 Ingest is idempotent: a run is replaced as a whole inside one transaction, so ingesting the same
 folder twice (or again after ``--resume`` finished more cells) leaves exactly one row per key.
 ``qdqbench history report --db FILE --out DIR`` writes ``history.html`` (inline SVG line charts of
-each accuracy cell's primary metric, each fidelity cell's SQNR and each latency cell's mean, runs
-ordered by ``started_at``)
-and ``history.csv`` (every charted number, long format).
+each accuracy cell's primary metric (``Record.primary_metric``), each fidelity cell's SQNR and
+each latency cell's mean, runs ordered by ``started_at``) and ``history.csv`` (every charted
+number, long format). The commands themselves are ``cli.history``.
 
 Lines of ``results.jsonl`` that cannot be read are never dropped silently: ingest warns about
 each on stderr (``warning: PATH: line N skipped: why``) and says how many it skipped per run. A
@@ -25,12 +25,12 @@ import csv
 import io
 import json
 import sqlite3
-import sys
+from collections.abc import Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from qdqbench.core.errors import QdqbenchError
 from qdqbench.core.results import Record, SkippedLine, load_records, load_run_info, warn_skipped, write_text_atomic
@@ -161,15 +161,6 @@ def _text(x: Any) -> str | None:
     return x if isinstance(x, str) else json.dumps(x, default=str) if isinstance(x, (dict, list)) else str(x)
 
 
-def _primary(r: Record) -> str | None:
-    name = r.details.get("primary_metric")
-    if isinstance(name, str) and r.metric(name) is not None:
-        return name
-    if r.verdict is not None:
-        return r.verdict.metric
-    return None
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -203,7 +194,7 @@ def ingest_run(conn: sqlite3.Connection, run_dir: Path | _Folder) -> IngestResul
                 "INSERT INTO cells VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (run_id, r.cell, r.status, r.error, r.model, r.task, r.scheme, r.scheme_kind,
                  r.backend, r.kind, r.precision, r.shape.batch if r.shape else None,
-                 r.shape.seq if r.shape else None, _primary(r),
+                 r.shape.seq if r.shape else None, r.primary_metric,
                  None if v is None else int(v.passed), None if v is None else v.drop),
             )
             for m in r.metrics:
@@ -283,7 +274,7 @@ def trends(conn: sqlite3.Connection, run_rows: Sequence[RunRow]) -> list[Trend]:
         if skind == "fp32":
             fp32.setdefault(key, set()).add(name)
     # Embedding-fidelity cells (the offline quickstart) have no accuracy: their SQNR stands in.
-    for i, model, task, scheme, skind, backend, _b, _s, metric, value in _points(
+    for i, model, task, scheme, _skind, backend, _b, _s, metric, value in _points(
             conn, index, "fidelity", "'sqnr_db'"):
         key = ("fidelity", model, task)
         groups.setdefault(key, {}).setdefault(f"{scheme} · {backend}", []).append((i, value))
@@ -331,37 +322,3 @@ def write_history_report(db: Path, out_dir: Path, last: int | None = None) -> li
         write_text_atomic(path, text)
         paths.append(path)
     return paths
-
-
-# ----------------------------------------------------------------------------------------------
-# the command
-
-
-def add_parser(subparsers) -> None:
-    """Register ``qdqbench history ingest|report``."""
-    p = subparsers.add_parser("history", help="keep results across runs in SQLite; trend charts")
-    sub = p.add_subparsers(dest="history_command", required=True, metavar="ACTION")
-    ing = sub.add_parser("ingest", help="add run folders to the database (idempotent)")
-    ing.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
-    ing.add_argument("--db", type=Path, required=True, metavar="FILE", help="SQLite file (created if missing)")
-    rep = sub.add_parser("report", help="write history.html and history.csv with trend charts")
-    rep.add_argument("--db", type=Path, required=True, metavar="FILE")
-    rep.add_argument("--out", type=Path, required=True, metavar="DIR")
-    rep.add_argument("--last", type=int, metavar="N", help="only the latest N runs")
-
-
-def run(args) -> int:
-    """Run ``qdqbench history``; returns the exit code."""
-    if args.history_command == "ingest":
-        for res in ingest(args.db, args.run_dirs):
-            what = "replaced" if res.replaced else "added"
-            skipped = (f" ({res.skipped_lines} line{'' if res.skipped_lines == 1 else 's'} of results.jsonl "
-                       "skipped: see the warnings above)") if res.skipped_lines else ""
-            print(f"{what} {res.run_id}: {res.cells} cells, {res.metrics} metrics{skipped}", file=sys.stderr)
-        return 0
-    if args.last is not None and args.last < 1:
-        raise QdqbenchError(f"history report: --last must be at least 1 (got {args.last})")
-    for p in write_history_report(args.db, args.out, args.last):
-        print(p)
-    return 0
-

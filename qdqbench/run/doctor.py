@@ -13,7 +13,7 @@ worker process (``timing.measure_in_subprocess``), as a latency cell would.
 One line per engine: name, status, version, device, the precision the engine reports it ran, and
 the reason and fix when it did not pass. PASS: built, agreed, timed. FAIL: needed and unusable,
 or installed and broken. SKIP: not needed (no suite given) and its runtime or hardware is absent.
-Exit status 0 when no engine FAILs (with a suite: every engine the suite needs passed), 2
+``qdqbench doctor`` (``cli.doctor``) exits 0 when no engine FAILs (with a suite: every engine the suite needs passed), 2
 otherwise; a bad suite file is 2 as well (one ``error:`` line). ``--json`` prints one JSON object.
 
 The per-engine processes run ``python -m qdqbench.run.doctor build|check`` (an internal interface).
@@ -41,7 +41,6 @@ from typing import Any
 # lands near or below 0.
 AGREEMENT_DB = 20.0
 BATCH, SEQ = 4, 16
-EXIT_OK, EXIT_FAILED = 0, 2
 DEFAULT_TIMEOUT_S = 300.0
 GPU_FIX = "pip install 'qdqbench[gpu]'"
 TORCH_CUDA_FIX = ("install a CUDA build of torch on a GPU machine "
@@ -101,9 +100,9 @@ def suite_engines(suite: Any) -> list[tuple[str, bool]]:
     return out
 
 
-def exit_code(results: list[EngineResult]) -> int:
-    """0 when no engine failed, else 2."""
-    return EXIT_FAILED if any(r.status == "FAIL" for r in results) else EXIT_OK
+def passed(results: list[EngineResult]) -> bool:
+    """Whether no engine failed (``qdqbench doctor`` exits 0 then, else 2)."""
+    return not any(r.status == "FAIL" for r in results)
 
 
 def format_line(r: EngineResult) -> str:
@@ -138,65 +137,6 @@ def summary_line(results: list[EngineResult], suite: str | None) -> str:
                    f"this machine cannot run {suite}: {', '.join(failed)} failed")
         return f"doctor: {text}; {verdict}"
     return f"doctor: {text} (no suite: engines whose runtime or hardware is absent are skipped)"
-
-
-# ------------------------------------------------------------------------------------ the command
-
-
-def add_parser(subparsers) -> None:
-    """Register ``qdqbench doctor``."""
-    p = subparsers.add_parser(
-        "doctor", help="check that each engine (of a suite) builds and runs a tiny INT8 Q/DQ BERT here",
-        description="Build a tiny random Q/DQ BERT, then per engine, each in its own process: prepare it, "
-                    f"compare one inference with the torch fake-quant model (SQNR >= {AGREEMENT_DB:g} dB) "
-                    "and time it briefly. One line per engine. Exit codes: 0 every engine "
-                    "(the suite needs) passed, 2 otherwise or bad input.")
-    p.add_argument("suite", type=Path, nargs="?", help="suite YAML: check the engines it needs "
-                   "(default: every engine qdqbench knows; missing ones are skipped)")
-    p.add_argument("--engine", dest="engines", action="append", default=[], metavar="NAME",
-                   help="check only this engine (repeatable; e.g. onnxruntime@trt, torch-cuda)")
-    p.add_argument("--json", action="store_true", help="one JSON object instead of lines")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
-                   help=f"seconds per engine check (default {DEFAULT_TIMEOUT_S:g})")
-
-
-def run(args) -> int:
-    """Run ``qdqbench doctor``; returns the exit code."""
-    from qdqbench.core.errors import QdqbenchError
-
-    suite_name = None
-    if args.suite is not None:
-        from qdqbench.config.suite import load_suite
-
-        suite = load_suite(args.suite)
-        engines = suite_engines(suite)
-        suite_name = str(args.suite)
-    else:
-        engines = [(e, False) for e in known_engines()]
-    if args.engines:
-        known = known_engines()
-        for e in args.engines:
-            if e not in known:
-                from qdqbench.core.errors import did_you_mean
-
-                raise QdqbenchError(f"doctor: unknown engine '{e}'{did_you_mean(e, known)}; "
-                                    f"known: {', '.join(known)}")
-        needed = dict(engines)  # an engine the suite does not name is checked, not required
-        engines = [(e, needed.get(e, False)) for e in args.engines]
-    machine = _machine()
-    if not args.json:
-        print(f"# qdqbench doctor: {machine['summary']}", flush=True)
-    results = check_engines(engines, timeout_s=args.timeout,
-                            on_result=None if args.json else lambda r: print(format_line(r), flush=True))
-    code = exit_code(results)
-    if args.json:
-        print(json.dumps({"suite": suite_name, "exit_code": code, "ok": code == EXIT_OK,
-                          "agreement_threshold_db": AGREEMENT_DB, "shape": {"batch": BATCH, "seq": SEQ},
-                          "machine": machine, "engines": [r.to_dict() for r in results]},
-                         indent=2, default=str))
-    else:
-        print(summary_line(results, suite_name), flush=True)
-    return code
 
 
 def check_engines(engines: list[tuple[str, bool]], *, timeout_s: float = DEFAULT_TIMEOUT_S,
@@ -305,7 +245,7 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.communicate()
 
 
-def _machine() -> dict[str, Any]:
+def machine_facts() -> dict[str, Any]:
     """CPU, GPU and driver from ``qdqbench.core.env`` (no heavy imports), and a one-line summary."""
     from qdqbench.core.env import cpu_info, gpu_info, versions
 
@@ -386,8 +326,8 @@ def check_engine(engine: str, work: Path) -> dict[str, Any]:
     """Prepare ``engine`` on the tiny model, compare one inference, time it through the worker."""
     import numpy as np
 
-    from qdqbench.engines import engine_request, get_backend
     from qdqbench.core.results import Shape
+    from qdqbench.engines import engine_request, get_backend
     from qdqbench.engines.timing import TimingSettings, measure_in_subprocess
 
     facts: dict[str, Any] = {}

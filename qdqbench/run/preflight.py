@@ -24,8 +24,7 @@ def preflight(suite, *, fetch: bool = False) -> list[str]:
     With ``fetch``, Hub models are downloaded (or found in the cache) now, so an unreachable Hub
     stops the run before anything is computed.
     """
-    from qdqbench.tasks import models
-    from qdqbench.tasks import get_task
+    from qdqbench.tasks import models, task_for
 
     problems = []
     for name, spec in suite.models.items():
@@ -50,20 +49,19 @@ def preflight(suite, *, fetch: bool = False) -> list[str]:
             if mismatch:
                 problems.append(f"model '{name}': {folder}: {mismatch}")
     for tname, t in suite.tasks.items():
-        if t.kind == "embedding-fidelity":
-            continue
         try:
-            task = get_task(t.name or ("squad" if t.kind == "squad" else tname))
+            task = task_for(t.kind, t.name, tname)
         except QdqbenchError as exc:
             problems.append(f"tasks.{tname}: {exc}")
             continue
-        if (getattr(task, "kind", "") == "qa") != (t.kind == "squad"):
+        if task.suite_kind != t.kind:
             problems.append(f"tasks.{tname}: task '{task.name}' does not match kind '{t.kind}'")
-        elif t.data_dir and not Path(t.data_dir).is_dir():
+        elif not t.data_dir or not task.reads_data_dir:
+            continue
+        elif not Path(t.data_dir).is_dir():
             problems.append(f"tasks.{tname}.data_dir: {t.data_dir} does not exist")
-        elif t.data_dir and t.kind == "glue" and not (Path(t.data_dir) / task.glue_dir).is_dir() \
-                and not (Path(t.data_dir) / "glue" / task.glue_dir).is_dir():
-            problems.append(f"tasks.{tname}.data_dir: {t.data_dir} has no {task.glue_dir}/ folder")
+        elif why := task.data_dir_problem(Path(t.data_dir)):
+            problems.append(f"tasks.{tname}.data_dir: {t.data_dir} {why}")
     return problems
 
 

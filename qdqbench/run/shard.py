@@ -23,10 +23,10 @@ from __future__ import annotations
 import math
 import re
 from collections import OrderedDict
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
-from qdqbench.core.errors import QdqbenchError
 from qdqbench.config.suite import Cell, Suite, TaskSpec, TimingSpec
+from qdqbench.core.errors import QdqbenchError
 
 # Dev-set sizes of the GLUE tasks (the evaluation split qdqbench scores) and SQuAD.
 DEV_EXAMPLES = {
@@ -71,8 +71,10 @@ def estimate_cost(cell: Cell, suite: Suite | None = None) -> float:
     if cell.kind == "latency":
         one = timing.warmup_s + timing.min_duration_s + PROCESS_START_SECONDS
         scheme = suite.schemes.get(cell.scheme) if suite is not None else None
-        if cell.backend == "onnxruntime" and timing.best_fp32 and scheme is not None and scheme.kind == "fp32":
-            return 2 * one  # plain and transformer-fused graphs are both timed
+        if timing.best_fp32 and scheme is not None and scheme.kind == "fp32":
+            from qdqbench.engines import fp32_timing_runs
+
+            return fp32_timing_runs(cell.backend) * one  # each fp32 configuration the engine declares
         return one
     if cell.kind == "export":
         return EXPORT_SECONDS
@@ -125,12 +127,3 @@ def shard_loads(cells: Sequence[Cell], n: int, suite: Suite | None = None,
         groups = {group_key(c) for c in part}
         loads[k - 1] = sum(cost_of(c) for c in part) + GROUP_SECONDS * len(groups)
     return loads
-
-
-def add_shard_argument(parser) -> None:
-    """Add ``--shard K/N`` to an argparse parser (text; ``parse_shard`` gives the one-line error)."""
-    parser.add_argument(
-        "--shard", metavar="K/N",
-        help="run only shard K of N: whole model × task groups, balanced by expected cost "
-             "(join the run folders with qdqbench merge)",
-    )

@@ -12,21 +12,31 @@ import re
 
 from qdqbench.core.errors import TaskError, did_you_mean
 from qdqbench.tasks import glue, squad
-from qdqbench.tasks.base import MetricSpec, TextExample, TextTask
+from qdqbench.tasks.base import MetricSpec, PreparedTask, TaskSettings, TextExample, TextTask
+from qdqbench.tasks.fidelity import FidelityTask
 from qdqbench.tasks.glue import GlueTask, align_labels
 
-Task = GlueTask | squad.SquadTask  # what get_task returns; SquadTask has kind == "qa"
+Task = GlueTask | squad.SquadTask  # what get_task returns
+
+# What a run prepares (``prepare(model, tokenizer, TaskSettings) -> PreparedTask``): a registered
+# task, or the offline embedding-fidelity task, which needs no registry entry.
+RunnableTask = GlueTask | squad.SquadTask | FidelityTask
 
 __all__ = [
     "GLUE_TASKS",
     "TASK_NAMES",
     "GlueTask",
+    "FidelityTask",
     "MetricSpec",
+    "PreparedTask",
+    "RunnableTask",
     "Task",
+    "TaskSettings",
     "TextExample",
     "TextTask",
     "align_labels",
     "get_task",
+    "task_for",
 ]
 
 _REGISTRY: dict[str, Task] = {
@@ -61,3 +71,11 @@ def get_task(name: str) -> Task:
             f"known tasks: {', '.join(TASK_NAMES)}"
         )
     return _REGISTRY[found]
+
+
+def task_for(kind: str, name: str | None, key: str) -> RunnableTask:
+    """The task a suite entry runs: ``kind`` and optional registry ``name`` as the suite gives
+    them, ``key`` the suite's key (the name when none is given; "squad" for kind squad)."""
+    if kind == "embedding-fidelity":
+        return FidelityTask()
+    return get_task(name or ("squad" if kind == "squad" else key))

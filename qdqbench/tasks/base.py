@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -50,3 +51,61 @@ class TextTask(Protocol):
     def score(self, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         """Every metric of the task, as fractions in [0, 1] (correlations in [-1, 1])."""
         ...
+
+
+# --------------------------------------------------------------------------- a task prepared for a run
+
+
+@dataclass(frozen=True)
+class TaskSettings:
+    """What a suite says about one task for one model (the runner builds it from the suite's entry)."""
+
+    key: str  # the suite's key of the task
+    model_name: str  # the suite's key of the model (for messages)
+    max_length: int  # tokenizer truncation: the task's, else the model's
+    seed: int = 0
+    data_dir: Path | None = None  # local data; None: the Hub
+    eval_limit: int | None = None  # score only the first N evaluation examples
+    calibration_samples: int = 0  # the largest calibration sample any scheme needs
+    doc_stride: int | None = None  # SQuAD windows
+    max_query_length: int | None = None
+    allow_dev_calibration: bool = False  # SQuAD without train: calibrate on held-out dev
+    texts: int = 256  # embedding fidelity: evaluation texts
+
+
+class Batched(Protocol):
+    """Tokenized inputs that split into ``(row indices, feeds)`` batches (Encoded, QAFeatures)."""
+
+    def batches(self, batch_size: int) -> list[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        """Batches of at most ``batch_size`` rows."""
+        ...
+
+
+@dataclass(frozen=True)
+class CalibrationPool:
+    """Where calibration samples come from: ``size`` candidates, ``take(indices)`` tokenizes some."""
+
+    size: int
+    take: Callable[[list[int]], Batched]
+
+
+@dataclass
+class PreparedTask:
+    """A task's evaluation data, calibration pool and scorer for one loaded model (``Task.prepare``).
+
+    The runner needs nothing else from a task: it never asks which kind of task it is.
+    """
+
+    model: Any  # the fp32 transformers model (never modified: variants are deep copies)
+    tokenizer: Any
+    output: str  # "logits", "qa_logits" (start/end stacked) or "last_hidden_state"
+    eval_inputs: Batched
+    calibration: CalibrationPool
+    texts: list[str]  # real text for timing inputs
+    max_length: int
+    task: Any = None  # the task object (metrics, primary_metric); None for embedding fidelity
+    scorer: Any = None  # scoring.GlueScorer / QAScorer; None: outputs are compared, not scored
+    reduce: Callable[[np.ndarray, dict[str, np.ndarray]], np.ndarray] | None = None  # per-batch output reduction
+    training: Any = None  # labelled training examples (QAT, recipe: auto); None when the task has none
+    notes: dict[str, Any] = field(default_factory=dict)  # e.g. a calibration-data deviation
+    task_key: str = ""  # the suite's key of the task

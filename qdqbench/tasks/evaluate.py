@@ -8,8 +8,8 @@ number: padded positions are masked. Also builds the real-text inputs used for t
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 

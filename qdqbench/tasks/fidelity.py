@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from qdqbench.core.results import Metric
+from qdqbench.tasks.base import CalibrationPool, PreparedTask, TaskSettings, TextExample
 
 
 def pydoc_paragraphs() -> list[str]:
@@ -75,3 +78,32 @@ def _nearest(emb: np.ndarray) -> np.ndarray:
     sim = e @ e.T
     np.fill_diagonal(sim, -np.inf)
     return sim.argmax(1)
+
+
+@dataclass(frozen=True)
+class FidelityTask:
+    """The embedding-fidelity task: outputs compared with fp32 (``fidelity_metrics``), not scored."""
+
+    name: str = "embedding-fidelity"
+    head = "encoder"  # the model load_model builds: the bare encoder, no head
+    suite_kind = "embedding-fidelity"
+    reads_data_dir = False  # the texts ship with Python: a data_dir is never read
+
+    def prepare(self, model: Any, tokenizer: Any, settings: TaskSettings) -> PreparedTask:
+        """Documentation paragraphs split into evaluation and calibration halves, mean-pooled."""
+        from qdqbench.tasks.evaluate import Encoded, encode
+
+        calib, evals = split_texts(settings.texts, seed=settings.seed)
+        pool = encode(tokenizer, [TextExample(t) for t in calib], settings.max_length)
+        return PreparedTask(
+            model=model, tokenizer=tokenizer, output="last_hidden_state",
+            eval_inputs=encode(tokenizer, [TextExample(t) for t in evals], settings.max_length),
+            calibration=CalibrationPool(len(pool.input_ids), lambda idx: Encoded(
+                [pool.input_ids[i] for i in idx], [pool.token_type_ids[i] for i in idx], pool.pad_id)),
+            reduce=lambda o, f: mean_pool(o, f["attention_mask"]).astype(np.float32),
+            texts=evals + calib, max_length=settings.max_length, task_key=settings.key,
+        )
+
+    def data_dir_problem(self, data_dir: Any) -> str | None:
+        """None: the texts ship with Python."""
+        return None

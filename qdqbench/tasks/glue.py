@@ -18,15 +18,16 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from qdqbench.tasks import metrics
 from qdqbench.core.errors import TaskError, did_you_mean
-from qdqbench.tasks.base import MetricSpec, TextExample
+from qdqbench.tasks import metrics
+from qdqbench.tasks.base import CalibrationPool, MetricSpec, PreparedTask, TaskSettings, TextExample
 
 HUB_DATASET = "nyu-mll/glue"
 
@@ -64,6 +65,10 @@ class GlueTask:
     eval_split: str = "dev"
     calibration_split: str = "train"
     splits: tuple[str, ...] = ("train", "dev")
+
+    head = "classification"  # the model head load_model builds for this task
+    suite_kind = "glue"  # the suite's ``kind`` of task that names this one
+    reads_data_dir = True  # a suite's data_dir holds this task's files
 
     @property
     def num_labels(self) -> int:
@@ -134,6 +139,42 @@ class GlueTask:
         """The examples' labels as int64 class ids or float64 scores."""
         dtype = np.float64 if self.is_regression else np.int64
         return np.array([example.label for example in examples], dtype=dtype)
+
+    def prepare(self, model: Any, tokenizer: Any, settings: TaskSettings) -> PreparedTask:
+        """Dev examples encoded, the train split as calibration pool and QAT data, the scorer.
+
+        A checkpoint trained with another class order is permuted (``align_labels``); a head
+        with another label count is an error naming the model.
+        """
+        from qdqbench.core.errors import QdqbenchError
+        from qdqbench.tasks.evaluate import encode
+        from qdqbench.tasks.scoring import GlueScorer
+
+        perm = align_labels(self, model.config.id2label)
+        if not self.is_regression and model.config.num_labels != len(self.label_names):
+            raise QdqbenchError(f"model '{settings.model_name}' has {model.config.num_labels} labels, "
+                                f"task {self.name} has {len(self.label_names)}")
+        evals = self.load(self.eval_split, settings.data_dir)
+        if settings.eval_limit:
+            evals = evals[: settings.eval_limit]
+        train = self.load(self.calibration_split, settings.data_dir)
+        notes = {"label_permutation": [int(i) for i in perm]} if perm is not None else {}
+        max_length = settings.max_length
+        return PreparedTask(
+            model=model, tokenizer=tokenizer, task=self, output="logits",
+            eval_inputs=encode(tokenizer, evals, max_length),
+            calibration=CalibrationPool(len(train), lambda idx: encode(tokenizer, [train[i] for i in idx], max_length)),
+            scorer=GlueScorer(self, self.label_array(evals), perm),
+            texts=[e.text_a + (" " + e.text_b if e.text_b else "") for e in evals], max_length=max_length,
+            training=GlueTraining(self, train, tokenizer, max_length, perm),
+            notes=notes, task_key=settings.key,
+        )
+
+    def data_dir_problem(self, data_dir: Path) -> str | None:
+        """Why ``data_dir`` cannot hold this task's files (no ``<glue_dir>/`` folder), or None."""
+        if not (data_dir / self.glue_dir).is_dir() and not (data_dir / "glue" / self.glue_dir).is_dir():
+            return f"has no {self.glue_dir}/ folder"
+        return None
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -262,6 +303,38 @@ class GlueTask:
                 f"({type(exc).__name__}: {reason}); pass --data-dir with local GLUE data"
             ) from exc
         return self._from_records(dataset, f"{HUB_DATASET} {self.hub_config}/{hub_split}", split)
+
+
+@dataclass
+class GlueTraining:
+    """A GLUE task's labelled training examples: what QAT trains on and ``recipe: auto`` selects on."""
+
+    task: GlueTask
+    examples: list[TextExample]
+    tokenizer: Any
+    max_length: int
+    label_perm: np.ndarray | None  # checkpoint columns -> task label order
+
+    @property
+    def is_regression(self) -> bool:
+        """True for STS-B (a score, not a class)."""
+        return self.task.is_regression
+
+    def sample(self, limit: int | None, seed: int, exclude: int = 0) -> tuple[Any, np.ndarray]:
+        """(encoded, labels), shuffled by seed, skipping the first ``exclude``, at most ``limit``."""
+        from qdqbench.tasks.evaluate import encode
+
+        order = np.random.default_rng(seed + 7919).permutation(len(self.examples))[exclude:]
+        if limit:
+            order = order[:limit]
+        chosen = [self.examples[i] for i in order]
+        return encode(self.tokenizer, chosen, self.max_length), self.task.label_array(chosen)
+
+    def scorer(self, labels: np.ndarray) -> Any:
+        """A scorer of model outputs against ``labels`` (a held-out selection split)."""
+        from qdqbench.tasks.scoring import GlueScorer
+
+        return GlueScorer(self.task, labels, self.label_perm)
 
 
 def _hub_split(split: str) -> str:

@@ -17,7 +17,7 @@ counts. Spearman ranks with ``scipy.stats.rankdata`` (ties get their average ran
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

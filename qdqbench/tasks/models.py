@@ -46,7 +46,8 @@ def _checkpoint_dir(folder: Path, name: str, what: str) -> Path:
     if not folder.exists():
         raise ModelResolutionError(f"model '{name}': {what} {folder} does not exist")
     if not (folder / "config.json").is_file():
-        raise ModelResolutionError(f"model '{name}': {what} {folder} has no config.json (not a transformers checkpoint)")
+        raise ModelResolutionError(
+            f"model '{name}': {what} {folder} has no config.json (not a transformers checkpoint)")
     if not any((folder / w).is_file() for w in WEIGHT_FILES):
         raise ModelResolutionError(f"model '{name}': {what} {folder} has no weights ({' or '.join(WEIGHT_FILES[:2])})")
     config = read_config(folder, name)
@@ -176,7 +177,8 @@ def _resolve_hub(name: str, repo_id: str, revision: str | None) -> ResolvedModel
             allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"],
         )
     except Exception as exc:  # noqa: BLE001 — network, auth, missing repo: all become one line
-        how = "not in the local cache and HF_HUB_OFFLINE is set" if offline else f"cannot be fetched ({type(exc).__name__})"
+        how = ("not in the local cache and HF_HUB_OFFLINE is set" if offline
+               else f"cannot be fetched ({type(exc).__name__})")
         raise ModelResolutionError(
             f"model '{name}': Hub id '{repo_id}' {how}; pass --model-path {name}=DIR to use a local copy"
         ) from None
@@ -235,8 +237,7 @@ def load_model(resolved: ResolvedModel, head: str):
     ``StackedQA`` so start and end logits travel as one (batch, seq, 2) output).
     """
     import torch
-    from transformers import (AutoModel, AutoModelForQuestionAnswering,
-                              AutoModelForSequenceClassification, AutoTokenizer)
+    from transformers import AutoModel, AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoTokenizer
 
     cls = {"classification": AutoModelForSequenceClassification, "encoder": AutoModel,
            "question-answering": AutoModelForQuestionAnswering}[head]

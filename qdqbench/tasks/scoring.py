@@ -8,8 +8,9 @@ post-processes start/end logits into answer texts and bootstraps over per-exampl
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -67,10 +68,9 @@ class QAScorer:
 
     def bootstrap_inputs(self, preds: dict[str, str], metric: str) -> tuple[Callable, np.ndarray, np.ndarray]:
         """(mean, per-example scores, unused labels): both metrics are means over examples."""
-        from qdqbench.tasks.squad import mean_score
-
+        spec = next(s for s in self.task.metrics if s.name == metric)  # squad.mean_score
         per = self.task.per_example_scores(preds, self.examples)[metric]
-        return mean_score, per, np.zeros(len(per))
+        return spec.fn, per, np.zeros(len(per))
 
     def changed(self, a: dict[str, str], b: dict[str, str]) -> int:
         """Questions whose answer text differs."""

@@ -33,14 +33,15 @@ import re
 import string
 import zipfile
 from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from qdqbench.core.errors import TaskError, did_you_mean
-from qdqbench.tasks.base import MetricSpec
+from qdqbench.tasks.base import CalibrationPool, MetricSpec, PreparedTask, TaskSettings
 
 if TYPE_CHECKING:  # qdqbench.tasks.evaluate imports qdqbench.tasks; importing it here would be circular
     from qdqbench.tasks.evaluate import Encoded
@@ -499,6 +500,41 @@ class SquadTask:
     max_query_length: int = 64
     n_best: int = 20
     max_answer_length: int = 30
+
+    head = "question-answering"  # the model head load_model builds (start/end logits stacked)
+    suite_kind = "squad"  # the suite's ``kind`` of task that names this one
+    reads_data_dir = True  # a suite's data_dir holds this task's files
+
+    def prepare(self, model: Any, tokenizer: Any, settings: TaskSettings) -> PreparedTask:
+        """Windowed dev features, calibration questions (train, or held-out dev when allowed), scorer.
+
+        Calibration questions are chosen once, for the largest sample any scheme needs, so every
+        scheme and the fp32 baseline are scored on the same questions.
+        """
+        from qdqbench.tasks.scoring import QAScorer
+
+        split = self.calibration_examples(settings.data_dir, settings.calibration_samples, settings.seed,
+                                          allow_dev_calibration=settings.allow_dev_calibration)
+        evals = split.evaluation[: settings.eval_limit] if settings.eval_limit else split.evaluation
+        windows = {"max_length": settings.max_length, "doc_stride": settings.doc_stride,
+                   "max_query_length": settings.max_query_length}
+        features = self.prepare_features(tokenizer, evals, **windows)
+        notes = {"calibration_source": split.source}
+        if split.note:
+            notes["calibration_note"] = split.note
+        pool = split.calibration
+        return PreparedTask(
+            model=model, tokenizer=tokenizer, task=self, output="qa_logits", eval_inputs=features,
+            calibration=CalibrationPool(len(pool), lambda idx: self.prepare_features(
+                tokenizer, [pool[i] for i in idx], **windows)),
+            scorer=QAScorer(self, features, evals), reduce=features.pad_output,
+            texts=[e.context for e in evals], max_length=settings.max_length, notes=notes,
+            task_key=settings.key,
+        )
+
+    def data_dir_problem(self, data_dir: Path) -> str | None:
+        """None: a missing SQuAD file is reported when the split is read (with the fix)."""
+        return None
 
     def resolve_split(self, split: str) -> str:
         """The canonical split name ("validation" is "dev")."""

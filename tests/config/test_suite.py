@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from qdqbench.core.errors import SuiteError
 from qdqbench.config.suite import Suite, SuiteValidationError, apply_overrides, expand, load_suite, parse_suite
+from qdqbench.core.errors import SuiteError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -299,3 +299,92 @@ def test_shapes_must_be_finite_positive_integers():
     data["shapes"] = {"seq": [128, float("inf")]}
     (msg,) = _errors(data)
     assert msg == "s.yaml: shapes.seq[1]: Input should be a finite number"
+
+
+# -- schemes: a union on kind -------------------------------------------------------------------
+
+
+def test_scheme_kinds_are_separate_classes_that_round_trip():
+    from qdqbench.config.suite import Fp32Scheme, PeerScheme, QDQScheme
+
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["backends"] = ["torch", "onnxruntime"]
+    data["schemes"]["dyn"] = {"kind": "ort-dynamic", "peer": {"per_channel": True}}
+    suite = parse_suite(data)
+    fp32, int8, dyn = (suite.schemes[k] for k in ("fp32", "int8", "dyn"))
+    assert (type(fp32), type(int8), type(dyn)) == (Fp32Scheme, QDQScheme, PeerScheme)
+    assert (fp32.is_peer, int8.is_peer, dyn.is_peer) == (False, False, True)
+    # What other layers read on every scheme: the QDQ defaults on fp32 and peer schemes.
+    for s in (fp32, dyn):
+        assert (s.bits, s.weight_bits, s.groups, s.recipe, s.qat) == (8, None, ["linear", "matmul", "residual"],
+                                                                     "fixed", None)
+        assert s.calibration == int8.calibration and s.auto == int8.auto
+    assert fp32.peer == {} and int8.peer == {} and dyn.peer == {"per_channel": True}
+    assert Suite.model_validate_json(suite.model_dump_json()) == suite
+    assert suite.model_dump()["schemes"]["fp32"] == {"kind": "fp32"}
+
+
+def test_qdq_settings_are_unknown_keys_on_fp32_and_peer_schemes():
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["schemes"]["fp32"]["bits"] = 8
+    (msg,) = _errors(data)
+    assert msg == "s.yaml: schemes.fp32.bits: unknown key ('bits' is a setting of qdq schemes)"
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["backends"] = ["torch", "onnxruntime"]
+    data["schemes"]["dyn"] = {"kind": "ort-dynamic", "calibration": {"method": "max"}}
+    (msg,) = _errors(data)
+    assert msg == "s.yaml: schemes.dyn.calibration: unknown key ('calibration' is a setting of qdq schemes)"
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["schemes"]["int8"]["peer"] = {"per_channel": True}
+    (msg,) = _errors(data)
+    assert msg.startswith("s.yaml: schemes.int8.peer: unknown key ('peer' settings belong to a peer scheme kind")
+
+
+def test_unknown_scheme_kind_lists_the_kinds_with_did_you_mean():
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["schemes"]["int8"] = {"kind": "ort-dynamc", "bits": 8}
+    (msg,) = _errors(data)
+    assert msg.startswith("s.yaml: schemes.int8.kind: Input should be 'fp32', 'qdq', 'ort-dynamic'")
+    assert "did you mean 'ort-dynamic'" in msg and "\n" not in msg
+
+
+def test_bad_peer_settings_name_the_scheme_and_key():
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["backends"] = ["torch", "onnxruntime"]
+    data["schemes"]["dyn"] = {"kind": "ort-dynamic", "peer": {"per_chanel": True}}
+    (msg,) = _errors(data)
+    assert msg == "s.yaml: schemes.dyn: per_chanel: unknown key (did you mean 'per_channel'?)"
+
+
+def test_a_suite_json_of_the_flat_scheme_class_still_loads():
+    # suite.json of a run started before schemes were split: fp32 and peer schemes carry every
+    # QDQ setting at its default. Resuming such a run must still work.
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["backends"] = ["torch", "onnxruntime"]
+    data["schemes"]["dyn"] = {"kind": "ort-dynamic"}
+    dumped = parse_suite(data).model_dump(mode="json")
+    flat = dumped["schemes"]["int8"] | {"peer": {}}
+    dumped["schemes"]["fp32"] = flat | {"kind": "fp32"}
+    dumped["schemes"]["dyn"] = flat | {"kind": "ort-dynamic", "peer": {"per_channel": True}}
+    suite = Suite.model_validate(dumped)
+    assert suite.schemes["fp32"].model_dump() == {"kind": "fp32"}
+    assert suite.schemes["dyn"].model_dump() == {"kind": "ort-dynamic", "peer": {"per_channel": True}}
+
+
+def test_bits_and_calibrators_come_from_the_quant_registry():
+    from qdqbench.quant import registry
+
+    for bits in (registry.MIN_BITS - 1, registry.MAX_BITS + 1):
+        data = apply_overrides(BASE, [f"schemes.int8.bits={bits}"])
+        assert any("schemes.int8.bits" in m for m in _errors(data))
+    for bits in (registry.MIN_BITS, registry.MAX_BITS):
+        assert parse_suite(apply_overrides(BASE, [f"schemes.int8.bits={bits}"])).schemes["int8"].bits == bits
+    suite = parse_suite(BASE)
+    assert suite.schemes["int8"].calibration.percentile == registry.CALIBRATORS["percentile"].params["percentile"]
+    assert tuple(suite.schemes["int8"].auto.calibrators) == registry.DEFAULT_AUTO_CALIBRATORS
+    data = apply_overrides(BASE, ["schemes.int8.auto.calibrators=[percentile-high]"])
+    (msg,) = _errors(data)
+    assert msg == "s.yaml: schemes.int8.auto.calibrators: calibrator 'percentile-high': 'high' is not a number"
+    data = apply_overrides(BASE, ["schemes.int8.auto.calibrators=[entrpy]"])
+    (msg,) = _errors(data)
+    assert "unknown calibrator 'entrpy'" in msg and "did you mean 'entropy'" in msg

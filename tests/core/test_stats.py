@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from qdqbench.tasks import metrics
 from qdqbench.core import stats
+from qdqbench.tasks import metrics
 
 
 def _classifier(

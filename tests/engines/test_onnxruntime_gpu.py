@@ -21,16 +21,29 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from qdqbench.engines import (BACKEND_NAMES, EngineRequest, check_backend_name, engine_request,
-                               get_backend, variant_names)
-from qdqbench.engines.base import predict_in_profile
-from qdqbench.engines.onnxruntime import (GPU_PROVIDERS, INTEGER_KERNELS, OnnxRuntimeBackend,
-                                           execution_providers, gpu_effective_precision,
-                                           missing_provider_message, profile_shapes, provider_summary,
-                                           read_profile)
-from qdqbench.engines.tensorrt import int8_capability_problem, optimization_profile
 from qdqbench.core.errors import BackendError
 from qdqbench.core.results import Shape
+from qdqbench.engines import (
+    BACKEND_NAMES,
+    EngineRequest,
+    check_backend_name,
+    engine_request,
+    get_backend,
+    variant_names,
+)
+from qdqbench.engines.base import predict_in_profile
+from qdqbench.engines.onnxruntime import (
+    GPU_PROVIDERS,
+    INTEGER_KERNELS,
+    OnnxRuntimeBackend,
+    execution_providers,
+    gpu_effective_precision,
+    missing_provider_message,
+    profile_shapes,
+    provider_summary,
+    read_profile,
+)
+from qdqbench.engines.tensorrt import int8_capability_problem, optimization_profile
 from qdqbench.engines.timing import TimingSettings
 
 HERE = Path(__file__).parent
@@ -401,9 +414,9 @@ def test_unavailable_variant_says_why_and_the_fix(variant, qdq_model):
 def test_run_with_gpu_variants_fails_those_cells_with_one_line(make_tiny_suite, tmp_path):
     if _gpu_reason("trt") is None:
         pytest.skip("onnxruntime-gpu with the TensorRT EP is installed: the cells would run")
+    from qdqbench.config.suite import load_suite
     from qdqbench.core.results import load_records
     from qdqbench.run.runner import Runner
-    from qdqbench.config.suite import load_suite
 
     suite = load_suite(make_tiny_suite(backends=("torch", "onnxruntime@trt")))
     summary = Runner(suite, tmp_path / "run", show_progress=False).run()

@@ -12,10 +12,10 @@ import pytest
 ov = pytest.importorskip("openvino")
 ort = pytest.importorskip("onnxruntime")
 
-from qdqbench.engines import get_backend  # noqa: E402
-from qdqbench.engines.openvino import effective_precision  # noqa: E402
 from qdqbench.core.errors import BackendError  # noqa: E402
 from qdqbench.core.results import Shape  # noqa: E402
+from qdqbench.engines import get_backend  # noqa: E402
+from qdqbench.engines.openvino import effective_precision  # noqa: E402
 from qdqbench.engines.timing import TimingSettings  # noqa: E402
 
 FAST = TimingSettings(warmup_s=0.0, warmup_iters=2, min_iters=5, min_duration_s=0.0)

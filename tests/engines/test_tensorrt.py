@@ -11,12 +11,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qdqbench.engines import get_backend
-from qdqbench.engines.tensorrt import (BuildPlan, _effective_precision, build_plan,
-                                        engine_cache_key, file_sha256, layer_precisions,
-                                        optimization_profile)
 from qdqbench.core.errors import BackendError
 from qdqbench.core.results import Shape
+from qdqbench.engines import get_backend
+from qdqbench.engines.tensorrt import (
+    BuildPlan,
+    _effective_precision,
+    build_plan,
+    engine_cache_key,
+    file_sha256,
+    layer_precisions,
+    optimization_profile,
+)
 from qdqbench.engines.timing import TimingSettings
 
 INPUTS = ["input_ids", "attention_mask", "token_type_ids"]

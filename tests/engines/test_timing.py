@@ -13,8 +13,15 @@ import numpy as np
 import pytest
 
 from qdqbench.core.errors import BackendError
-from qdqbench.engines.timing import (THREAD_ENV_VARS, LatencyStats, TimingSettings, measure, measure_cuda,
-                             measure_in_subprocess, thread_env)
+from qdqbench.engines.timing import (
+    THREAD_ENV_VARS,
+    LatencyStats,
+    TimingSettings,
+    measure,
+    measure_cuda,
+    measure_in_subprocess,
+    thread_env,
+)
 
 FAST = TimingSettings(warmup_s=0.0, warmup_iters=2, min_iters=5, min_duration_s=0.0,
                       max_iters=1000, max_duration_s=5.0)
@@ -93,7 +100,7 @@ def test_stats_and_settings_round_trip():
 
 def test_empty_stats_raise():
     with pytest.raises(ValueError):
-        LatencyStats(samples_ms=[], wall_s=0.0, batch=1, seq=1, warmup_iters=0, method="m").mean
+        _ = LatencyStats(samples_ms=[], wall_s=0.0, batch=1, seq=1, warmup_iters=0, method="m").mean
 
 
 # ---- measure() ------------------------------------------------------------------------------
@@ -151,7 +158,7 @@ class _FakeEvent:
     def synchronize(self) -> None:
         pass
 
-    def elapsed_time(self, other: "_FakeEvent") -> float:
+    def elapsed_time(self, other: _FakeEvent) -> float:
         return (other.t - self.t) * 1e3
 
 

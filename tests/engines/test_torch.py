@@ -10,11 +10,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from qdqbench.engines import get_backend  # noqa: E402
-from qdqbench.engines.torch import enabled_quantizer_count, pick_device, save_torch_artifact  # noqa: E402
 from qdqbench.core.errors import BackendError  # noqa: E402
 from qdqbench.core.results import Shape  # noqa: E402
+from qdqbench.engines import get_backend  # noqa: E402
 from qdqbench.engines.timing import TimingSettings, measure_in_subprocess  # noqa: E402
+from qdqbench.engines.torch import enabled_quantizer_count, pick_device, save_torch_artifact  # noqa: E402
 
 FAST = TimingSettings(warmup_s=0.0, warmup_iters=2, min_iters=5, min_duration_s=0.0)
 SHAPES = [Shape(batch=2, seq=12)]

@@ -54,8 +54,7 @@ def export_tiny_bert(path: Path) -> Path:
 
 def quantize_qdq(src: Path, dst: Path) -> Path:
     """Static Q/DQ quantization of the MatMuls (per-channel int8 weights, int8 activations)."""
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
         def __init__(self):

@@ -12,9 +12,22 @@ import numpy as np
 import pytest
 import torch
 
-from qdqbench.quant.auto import (DEFAULT_CALIBRATORS, MINIMALITY_NOTE, Budget, Calibrations, CalibratorSpec,
-                                MeetsBound, Part, auto_recipe, enabled_quantizers, find_parts, greedy_partial,
-                                logits_sqnr_proxy, pattern_matches, sensitivity)
+from qdqbench.quant.auto import (
+    DEFAULT_CALIBRATORS,
+    MINIMALITY_NOTE,
+    Budget,
+    Calibrations,
+    CalibratorSpec,
+    MeetsBound,
+    Part,
+    auto_recipe,
+    enabled_quantizers,
+    find_parts,
+    greedy_partial,
+    logits_sqnr_proxy,
+    pattern_matches,
+    sensitivity,
+)
 from qdqbench.quant.qdqbert import QDQSettings, apply_skip_patterns, quantize_bert
 from qdqbench.quant.quantizer import calibrating, finish_calibration, quantizers
 
@@ -352,7 +365,8 @@ def test_auto_prices_each_float_part_of_the_chosen_variant_on_the_engine():
     assert by_part["layer.0.linear"]["delta"] == pytest.approx(0.5 * len(p0))
     assert by_part["layer.1.linear"]["delta"] == pytest.approx(0.2 * len(p1))
     assert by_part["layer.0.linear"]["quantizers"] == len(p0)
-    assert costs["chosen"] == pytest.approx(r.latency) and costs["delta"] == pytest.approx(0.5 * len(p0) + 0.2 * len(p1))
+    assert costs["chosen"] == pytest.approx(r.latency) and costs["delta"] == pytest.approx(
+        0.5 * len(p0) + 0.2 * len(p1))
     # The parts stay float in the returned model after being priced one by one.
     off = {n for n, q in quantizers(r.model) if q.mode == "disabled"}
     assert off == p0 | p1

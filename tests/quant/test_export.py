@@ -57,7 +57,10 @@ def feeds(batch: int, seq: int, seed: int, token_types: bool = True) -> dict[str
     return out
 
 
-def build(settings: QDQSettings = QDQSettings(), layers: int = 2, kind: str = "bert"):
+DEFAULT_SETTINGS = QDQSettings()
+
+
+def build(settings: QDQSettings = DEFAULT_SETTINGS, layers: int = 2, kind: str = "bert"):
     model = quantize_bert(tiny_bert(layers, kind), settings)
     with calibrating(model), torch.no_grad():
         for i in range(4):
@@ -107,8 +110,10 @@ def test_export_is_opset_17_with_dynamic_axes(full):
         dims = [d.dim_param for d in value.type.tensor_type.shape.dim]
         assert dims == ["batch", "sequence"], value.name
     assert [d.dim_param for d in proto.graph.output[0].type.tensor_type.shape.dim][0] == "batch"
-    assert info.op_counts["QuantizeLinear"] == info.op_counts["DequantizeLinear"] == 40
-    assert info.qdq_nodes == 80 and len(info.sha256) == 64
+    # 40 Q/DQ pairs; the 12 weights' QuantizeLinear are folded into int8 initializers.
+    assert info.op_counts["QuantizeLinear"] == 28 and info.op_counts["DequantizeLinear"] == 40
+    assert info.qdq_nodes == 68 and len(info.sha256) == 64
+    assert info.size_mb == path.stat().st_size / 2**20
     # Per-channel weights: Q/DQ along axis 1 of Wᵀ, so DQ feeds the MatMul without a Transpose.
     weight_dq = [n for n in proto.graph.node if n.op_type == "DequantizeLinear" and "weight_quantizer" in n.name]
     assert len(weight_dq) == 12 and all(a.name == "axis" and a.i == 1 for n in weight_dq for a in n.attribute)
@@ -296,8 +301,8 @@ def sst2(shared_path):
     if "data" not in _SST2:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from qdqbench.tasks.evaluate import encode
         from qdqbench.tasks import get_task
+        from qdqbench.tasks.evaluate import encode
 
         folder, glue = shared_path("models", "minilm-l6-sst2"), shared_path("data", "glue")
         task = get_task("sst2")

@@ -14,12 +14,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
-from qdqbench.quant import peers
 from qdqbench.core.errors import ExportError, QdqbenchError
-from qdqbench.quant.peers import (PEER_KINDS, ModelOptSettings, OrtDynamicSettings, OrtStaticSettings,
-                            PeerSettingsError, build_peer_onnx, missing_requirement, validate_settings)
 from qdqbench.core.results import Shape
+from qdqbench.quant import peers
+from qdqbench.quant.peers import (
+    PEER_KINDS,
+    OrtDynamicSettings,
+    PeerSettingsError,
+    build_peer_onnx,
+    missing_requirement,
+    validate_settings,
+)
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -206,12 +213,13 @@ def test_settings_round_trip_and_are_frozen(kind, data):
     assert validate_settings(kind, s.model_dump()) == s
     assert validate_settings(kind, s) is s
     assert type(s).model_validate_json(s.model_dump_json()) == s
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         s.seed = 3  # type: ignore[misc]
 
 
 def test_importing_peers_imports_no_runtime():
-    code = ("import sys, qdqbench.quant.peers as p; p.validate_settings('modelopt', {}); p.missing_requirement('modelopt'); "
+    code = ("import sys, qdqbench.quant.peers as p; p.validate_settings('modelopt', {}); "
+            "p.missing_requirement('modelopt'); "
             "print(sorted(m for m in ('torch', 'onnx', 'onnxruntime', 'modelopt') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -10,8 +10,16 @@ import pytest
 import torch
 
 from qdqbench.core.errors import CalibrationError
-from qdqbench.quant.qat import (QATError, QATPlan, batch_order, classification_loss, finetune, lr_at,
-                          regression_loss, train_batches)
+from qdqbench.quant.qat import (
+    QATError,
+    QATPlan,
+    batch_order,
+    classification_loss,
+    finetune,
+    lr_at,
+    regression_loss,
+    train_batches,
+)
 from qdqbench.quant.qdqbert import QDQSettings, quantize_bert
 from qdqbench.quant.quantizer import calibrating, finish_calibration, quantizers
 

@@ -11,11 +11,17 @@ import pytest
 import torch
 
 from qdqbench.core.errors import CalibrationError
-from qdqbench.quant.qdqbert import (GROUPS, QDQSettings, QuantSelfAttention, apply_skip_patterns,
-                                    count_quantizers, disabled_quantizers, quantize_bert,
-                                    quantizer_group)
-from qdqbench.quant.quantizer import (QuantLinear, calibrating, finish_calibration, quantizers,
-                                      quantizers_disabled)
+from qdqbench.quant.qdqbert import (
+    GROUPS,
+    QDQSettings,
+    QuantSelfAttention,
+    apply_skip_patterns,
+    count_quantizers,
+    disabled_quantizers,
+    quantize_bert,
+    quantizer_group,
+)
+from qdqbench.quant.quantizer import QuantLinear, calibrating, finish_calibration, quantizers, quantizers_disabled
 from qdqbench.quant.recipes import amaxes, apply_post_calibration, clip_gelu, fuse_qkv
 
 
@@ -185,9 +191,8 @@ def test_print_shows_the_variant():
 
 def test_quantize_bert_mutates_nothing_global():
     from transformers import BertForSequenceClassification
-    from transformers.models.bert import modeling_bert
-
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+    from transformers.models.bert import modeling_bert
 
     before = {name: getattr(modeling_bert, name).forward for name in
               ("BertSelfAttention", "BertSelfOutput", "BertOutput", "BertLayer")}

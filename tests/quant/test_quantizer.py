@@ -12,9 +12,17 @@ import torch
 from torch import nn
 
 from qdqbench.core.errors import CalibrationError
-from qdqbench.quant.quantizer import (FakeQuantize, QuantLinear, TensorQuantizer, calibrating,
-                                      finish_calibration, name_quantizers, quantizers,
-                                      quantizers_disabled, sqnr_db)
+from qdqbench.quant.quantizer import (
+    FakeQuantize,
+    QuantLinear,
+    TensorQuantizer,
+    calibrating,
+    finish_calibration,
+    name_quantizers,
+    quantizers,
+    quantizers_disabled,
+    sqnr_db,
+)
 
 
 @pytest.fixture(autouse=True, scope="module")

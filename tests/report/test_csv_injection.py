@@ -8,9 +8,9 @@ import io
 
 import pytest
 
+from qdqbench.core.results import Metric, Record, Verdict
 from qdqbench.report import build_report
 from qdqbench.report.csvout import render_csv
-from qdqbench.core.results import Metric, Record, Verdict
 
 BASE = 0.90
 PAYLOADS = ["=HYPERLINK(\"http://x\",\"y\")", "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1:A9)",

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from qdqbench.core.errors import QdqbenchError
+from qdqbench.core.results import Metric, Record, ResultStore, Shape, Verdict, write_json_atomic
 from qdqbench.report import build_report, load_report, write_report
 from qdqbench.report.charts import nice_ticks
 from qdqbench.report.csvout import ACCURACY_COLUMNS, LATENCY_COLUMNS
 from qdqbench.report.html import render_html
 from qdqbench.report.markdown import md_escape, render_markdown
 from qdqbench.report.rows import fmt_ms, fmt_pct, fmt_score, fmt_speedup, slug
-from qdqbench.core.results import Metric, Record, ResultStore, Shape, Verdict, write_json_atomic
 
 MODEL = "bert-base-sst2"
 EVIL = "<script>alert(1)</script>"

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from qdqbench.core.results import Metric, Record, ResultStore, Shape, Verdict, write_json_atomic
 from qdqbench.report import build_report, write_report
 from qdqbench.report.html import render_html
 from qdqbench.report.markdown import render_markdown
 from qdqbench.report.views import EngineScore, pareto_optimal
-from qdqbench.core.results import Metric, Record, ResultStore, Shape, Verdict, write_json_atomic
 
 M, T = "bert", "sst2"
 EVIL = "<script>alert(1)</script>"

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from qdqbench.review import compare as compare_mod
-from qdqbench.review.compare import build_comparison, compare_runs, latency_significant, summary_json
+from qdqbench.cli import compare as compare_mod
 from qdqbench.core.errors import QdqbenchError
 from qdqbench.core.results import Metric, Record, ResultStore, Shape, write_json_atomic
 from qdqbench.core.verdict import make_verdict
+from qdqbench.review.compare import summary_json
+from qdqbench.review.comparison import build_comparison, compare_runs, latency_significant
 
 EVIL = "<script>alert(1)</script>"
 
@@ -205,7 +206,7 @@ def test_delta_colouring_in_html(tmp_path):
     cand_recs[3] = lat("bert", "int8", 6.0)  # faster: better
     cand_recs[1] = acc("bert", "int8", 0.80, ci=0.01, baseline=0.92)  # much worse, significant
     c = build_comparison(base_records(), info("a"), cand_recs, info("b"))
-    from qdqbench.report.compare_html import render_compare_html
+    from qdqbench.review.render_html import render_compare_html
 
     html = render_compare_html(c)
     row = re.search(r'<tr id="lat-bert-sst2-int8-onnxruntime-latency-b8s128">.*?</tr>', html).group(0)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from qdqbench.review.compare import build_comparison
+from qdqbench.core.results import Metric, Record, Shape
+from qdqbench.core.verdict import make_verdict
+from qdqbench.review.comparison import build_comparison
 from qdqbench.review.gates import (
     GATES,
     GateError,
@@ -18,8 +20,6 @@ from qdqbench.review.gates import (
     parse_gate,
     parse_gates,
 )
-from qdqbench.core.results import Metric, Record, Shape
-from qdqbench.core.verdict import make_verdict
 
 INFO = {"run_id": "r", "versions": {"onnxruntime": "1.20.0"},
         "machine": {"cpu": "Xeon", "cores": 2, "gpu": None}, "timing": {"threads_used": 2}}

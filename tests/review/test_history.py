@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from qdqbench.review import history
+from qdqbench.cli import history as history_cli
 from qdqbench.core.errors import QdqbenchError
 from qdqbench.core.results import Metric, Record, ResultStore, Shape, write_json_atomic
+from qdqbench.review import history
 
 EVIL = "<script>alert(1)</script>"
 
@@ -55,9 +56,9 @@ def counts(db: Path) -> tuple[int, int, int]:
 
 def cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="qdqbench")
-    history.add_parser(parser.add_subparsers(dest="command"))
+    history_cli.add_parser(parser.add_subparsers(dest="command"))
     try:
-        return history.run(parser.parse_args(argv))
+        return history_cli.run(parser.parse_args(argv))
     except QdqbenchError:
         return 2
 

@@ -12,9 +12,17 @@ from pathlib import Path
 
 import pytest
 
+from qdqbench.cli.doctor import exit_code
 from qdqbench.run import doctor
-from qdqbench.run.doctor import (AGREEMENT_DB, EngineResult, TORCH_CUDA, exit_code, format_line,
-                             known_engines, suite_engines, summary_line)
+from qdqbench.run.doctor import (
+    AGREEMENT_DB,
+    TORCH_CUDA,
+    EngineResult,
+    format_line,
+    known_engines,
+    suite_engines,
+    summary_line,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 

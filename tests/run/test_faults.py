@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from qdqbench.core import results
 from qdqbench.cli import main
+from qdqbench.config.suite import expand, load_suite
+from qdqbench.core import results
 from qdqbench.core.results import Record, ResultStore, ResultStoreError, load_records
 from qdqbench.core.runlock import RunFolderBusy, RunLock, create_run_dir
-from qdqbench.config.suite import expand, load_suite
 
 
 def _rec(cell: str, status: str = "ok", **details) -> Record:
@@ -422,7 +422,7 @@ def test_crash_soak_sigkill_at_20_random_moments(make_tiny_suite, tmp_path):
                 if p != current:
                     subprocess.run(["rm", "-rf", str(p)], check=True)
         if current is not None:
-            _wait_for(lambda: not _workers_of(current), timeout=10)  # no orphan keeps timing
+            _wait_for(lambda current=current: not _workers_of(current), timeout=10)  # no orphan keeps timing
             ResultStore(current / "results.jsonl").scan()  # readable at every moment
             if proc.returncode == 0:
                 check_complete(current)

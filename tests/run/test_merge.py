@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from qdqbench.run import merge
+from qdqbench.cli import merge as merge_cli
+from qdqbench.config.suite import expand, parse_suite
 from qdqbench.core.errors import QdqbenchError
 from qdqbench.core.results import Metric, Record, ResultStore, load_records, load_run_info, write_json_atomic
+from qdqbench.run import merge
 from qdqbench.run.shard import shard_cells
-from qdqbench.config.suite import expand, parse_suite
 
 SUITE = {
     "name": "glue",
@@ -59,9 +60,9 @@ def make_shard(root: Path, k: int, n: int, *, suite: dict = SUITE, commit: str =
 
 def cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="qdqbench")
-    merge.add_parser(parser.add_subparsers(dest="command"))
+    merge_cli.add_parser(parser.add_subparsers(dest="command"))
     try:
-        return merge.run(parser.parse_args(["merge", *argv]))
+        return merge_cli.run(parser.parse_args(["merge", *argv]))
     except QdqbenchError:
         return 2
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from qdqbench.cli import main
+from qdqbench.config.suite import expand, load_suite
 from qdqbench.core.results import ResultStore, load_records
 from qdqbench.run.runner import Runner
-from qdqbench.config.suite import expand, load_suite
 
 
 def _run_cli(*args: str) -> int:
@@ -146,7 +146,7 @@ def test_failing_cell_is_recorded_and_the_run_goes_on(make_tiny_suite, tmp_path)
 def test_reused_artifacts_are_written_whole_or_not_at_all(tmp_path):
     import numpy as np
 
-    from qdqbench.run.runner import save_atomic
+    from qdqbench.core.files import save_atomic
 
     path = tmp_path / "inputs.npz"
 
@@ -177,7 +177,8 @@ def test_resume_after_a_kill_loses_and_repeats_nothing(tiny_suite, tmp_path):
     """SIGKILL the CLI mid-run, resume, and check every cell is there exactly once."""
     out = tmp_path / "runs"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "qdqbench.cli", "run", str(tiny_suite), "--out", str(out), "--quiet"],
+    proc = subprocess.Popen([sys.executable, "-m", "qdqbench.cli", "run", str(tiny_suite), "--out", str(out),
+                             "--quiet"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
@@ -210,15 +211,17 @@ def test_resume_after_a_kill_loses_and_repeats_nothing(tiny_suite, tmp_path):
 def test_interrupt_keeps_results_and_says_how_to_resume(tiny_suite, tmp_path, monkeypatch):
     suite = load_suite(tiny_suite)
     calls = {"n": 0}
-    original = Runner._run_cell
+    from qdqbench.run.group import GroupRun
 
-    def flaky(self, cell, data, variant, summary):
+    original = GroupRun.run_cell
+
+    def flaky(self, ctx, cell, variant):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        return original(self, cell, data, variant, summary)
+        return original(self, ctx, cell, variant)
 
-    monkeypatch.setattr(Runner, "_run_cell", flaky)
+    monkeypatch.setattr(GroupRun, "run_cell", flaky)
     summary = Runner(suite, tmp_path / "run", show_progress=False).run()
     assert summary.interrupted and summary.exit_code == 130
     assert len(ResultStore(tmp_path / "run" / "results.jsonl").read()) == 2
@@ -247,8 +250,8 @@ def test_squad_runs_end_to_end_on_a_tiny_qa_model(tiny_checkpoint, tmp_path):
     suite.write_text(yaml.safe_dump({
         "name": "qa",
         "models": {"tiny": {"path": str(tiny_checkpoint), "tasks": ["squad"]}},
-        "tasks": {"squad": {"kind": "squad", "data_dir": str(squad_dir), "max_length": 48, "doc_stride": 16, "max_query_length": 8,
-                            "allow_dev_calibration": True}},
+        "tasks": {"squad": {"kind": "squad", "data_dir": str(squad_dir), "max_length": 48, "doc_stride": 16,
+                            "max_query_length": 8, "allow_dev_calibration": True}},
         "schemes": {"fp32": {"kind": "fp32"}, "int8": {"calibration": {"samples": 2, "batch_size": 2}}},
         "backends": ["torch", "onnxruntime"],
         "shapes": {"batch": [1], "seq": [16]},
@@ -306,7 +309,8 @@ def test_peer_recipes_run_in_the_same_matrix(make_tiny_suite, tmp_path):
 
 
 def test_peer_settings_are_validated(make_tiny_suite, capsys):
-    suite = make_tiny_suite(schemes={"fp32": {"kind": "fp32"}, "p": {"kind": "ort-static", "peer": {"per_chanel": True}}})
+    suite = make_tiny_suite(schemes={"fp32": {"kind": "fp32"},
+                                     "p": {"kind": "ort-static", "peer": {"per_chanel": True}}})
     assert main(["validate", str(suite)]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "schemes.p" in line and "did you mean 'per_channel'" in line
@@ -334,3 +338,29 @@ def test_qat_and_auto_recipe_schemes(make_tiny_suite, tmp_path):
     # Choices are checked against half the suite's bound on the selection split.
     assert recipe["selection_bound"] == {"bound": pytest.approx(0.005), "mode": "relative", "headroom": 0.5}
     assert records["tiny/sst2/int8-auto/onnxruntime/accuracy"].status == "ok"
+
+
+def test_an_executor_plugs_in_without_touching_the_loop(make_tiny_suite, tmp_path):
+    """The executor seam: jobs and work pickle (a distributed executor ships them to workers), the
+    records come back to the loop, which alone appends them to results.jsonl."""
+    import pickle
+
+    from qdqbench.run.executor import GroupHooks
+
+    class PicklingExecutor:
+        def __init__(self):
+            self.jobs = []
+
+        def run(self, jobs, work, hooks):
+            for job in jobs:
+                self.jobs.append(job)
+                remote_job, remote_work = pickle.loads(pickle.dumps((job, work)))
+                for rec in remote_work(remote_job, GroupHooks()):  # a worker: no console, no progress
+                    yield pickle.loads(pickle.dumps(rec))
+
+    suite = load_suite(make_tiny_suite(backends=("torch",), schemes={"fp32": {"kind": "fp32"}}))
+    executor = PicklingExecutor()
+    summary = Runner(suite, tmp_path / "run", show_progress=False, executor=executor).run()
+    assert summary.exit_code == 0 and summary.ok == len(expand(suite))
+    assert [(j.model, j.task, len(j.cells)) for j in executor.jobs] == [("tiny", "sst2", len(expand(suite)))]
+    assert {r.cell for r in ResultStore(tmp_path / "run" / "results.jsonl").read()} == {c.id for c in expand(suite)}

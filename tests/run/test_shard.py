@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from qdqbench.config.suite import Cell, expand, parse_suite
 from qdqbench.core.errors import QdqbenchError
 from qdqbench.run.shard import (
     GROUP_SECONDS,
@@ -15,7 +16,6 @@ from qdqbench.run.shard import (
     shard_cells,
     shard_loads,
 )
-from qdqbench.config.suite import Cell, expand, parse_suite
 
 
 def suite_data(n_models: int, n_schemes: int, backends=("torch", "onnxruntime"), tasks=("sst2",)) -> dict:

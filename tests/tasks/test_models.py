@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from qdqbench.tasks import models
 from qdqbench.cli import main
+from qdqbench.config.suite import load_suite, parse_suite
 from qdqbench.core.errors import ModelResolutionError
 from qdqbench.run.preflight import max_positions, preflight
-from qdqbench.config.suite import load_suite, parse_suite
+from qdqbench.tasks import models
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
 

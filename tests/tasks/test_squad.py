@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from qdqbench.core.errors import TaskError
-from qdqbench.tasks.evaluate import run_batches
 from qdqbench.core.stats import bootstrap_ci, paired_bootstrap_delta
 from qdqbench.tasks import GLUE_TASKS, TASK_NAMES, get_task
+from qdqbench.tasks.evaluate import run_batches
 from qdqbench.tasks.squad import (
     QAExample,
     SquadTask,
@@ -165,7 +165,7 @@ def _position(features, f: int, word: str) -> int | None:
     """The token position of ``word`` (a whole word of the context) in feature f, or None."""
     context = features.examples[features.example_index[f]].context
     span = next(m.span() for m in re.finditer(r"\S+", context) if m.group().rstrip(".") == word)
-    hits = np.flatnonzero((features.offsets[f][:, 0] == span[0]))
+    hits = np.flatnonzero(features.offsets[f][:, 0] == span[0])
     return int(hits[0]) if hits.size else None
 
 

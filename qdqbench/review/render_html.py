@@ -9,13 +9,16 @@ the runs' noise; the rule that decided significance is written under each table.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from html import escape
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from qdqbench import __version__
-from qdqbench.review.compare import SIGNIFICANCE_RULES, CellDelta, Comparison, MetricDelta
+from qdqbench.report.fmt import DASH, fmt_shape, slug
+from qdqbench.report.html import CSS, JS, _csp
+from qdqbench.review.comparison import SIGNIFICANCE_RULES, CellDelta, Comparison, MetricDelta
 from qdqbench.review.gates import GateOutcome
-from qdqbench.report.compare_fmt import (
+from qdqbench.review.render_fmt import (
     delta_class,
     fmt_ci,
     fmt_delta,
@@ -25,9 +28,7 @@ from qdqbench.report.compare_fmt import (
     fmt_value,
     metric_label,
 )
-from qdqbench.report.compare_md import gate_headline, skipped_summary
-from qdqbench.report.html import CSS, JS, _csp
-from qdqbench.report.rows import DASH, fmt_shape, slug
+from qdqbench.review.render_md import gate_headline, skipped_summary
 
 EXTRA_CSS = """
 td.better { color: var(--pass); font-weight: 600; } td.worse { color: var(--fail); font-weight: 600; }

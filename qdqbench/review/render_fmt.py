@@ -1,6 +1,6 @@
 """How the compare view shows a metric and its change, the same way in HTML and Markdown.
 
-Values follow the main report's helpers (``rows.fmt_*``): scores as percent points, latencies in
+Values follow the main report's helpers (``report.fmt``): scores as percent points, latencies in
 ms, throughput in sequences per second. A change is shown in the metric's own unit, signed
 (``+0.45 pts``, ``-0.120 ms``), and relative to BASE (``-3.10%``); whether it is better or worse
 comes from the metric's ``higher_is_better``, never from the sign alone.
@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import math
 
-from qdqbench.review.compare import Comparison, MetricDelta
-from qdqbench.report.rows import (
+from qdqbench.report.fmt import (
     DASH,
     fmt_db,
     fmt_ms,
@@ -21,6 +20,7 @@ from qdqbench.report.rows import (
     fmt_sig,
     fmt_throughput,
 )
+from qdqbench.review.comparison import Comparison, MetricDelta
 
 # Ratio metrics that read as plain ratios, not as percent scores.
 PLAIN_RATIOS = ("cosine_mean", "cosine_min", "cov")

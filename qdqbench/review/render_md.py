@@ -9,11 +9,13 @@ text is escaped with the main report's ``md_escape``.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
-from qdqbench.review.compare import SIGNIFICANCE_RULES, Comparison
+from qdqbench.report.fmt import DASH, fmt_shape
+from qdqbench.report.markdown import md_escape, md_table
+from qdqbench.review.comparison import SIGNIFICANCE_RULES, Comparison
 from qdqbench.review.gates import GateOutcome
-from qdqbench.report.compare_fmt import (
+from qdqbench.review.render_fmt import (
     fmt_delta,
     fmt_relative,
     fmt_side,
@@ -21,8 +23,6 @@ from qdqbench.report.compare_fmt import (
     fmt_value,
     metric_label,
 )
-from qdqbench.report.markdown import md_escape, md_table
-from qdqbench.report.rows import DASH, fmt_shape
 
 MAX_LIST = 20  # cells listed per gate / per list before "and N more"
 GATE_MARK = {"passed": "✅", "failed": "❌", "not-checked": "⚠️"}

@@ -1,0 +1,231 @@
+"""A scheme's torch model: the fp32 model itself, or a calibrated QDQBERT copy of it.
+
+Calibration is ``quant.build.build_variant`` (the one calibration sequence) on the scheme's
+seeded sample of the task's calibration pool; then QAT when the scheme asks for it, or the whole
+``recipe: auto`` search (calibrators → partial → QAT, chosen on a held-out train slice).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qdqbench.config.suite import QATSpec, SchemeSpec
+from qdqbench.core.errors import QdqbenchError
+from qdqbench.core.files import save_atomic, write_json_atomic
+from qdqbench.run.context import GroupContext, Variant, threads, timing_settings
+
+
+def calibration_spec(scheme: SchemeSpec):
+    """The scheme's calibration settings (a peer recipe states its own in ``peer``)."""
+    if not scheme.is_peer:
+        return scheme.calibration
+    from qdqbench.config.suite import CalibrationSpec
+    from qdqbench.quant.peers import calibration_plan
+
+    plan = calibration_plan(scheme.kind, scheme.peer)
+    if plan is None:
+        return CalibrationSpec(samples=1)
+    samples, batch_size, seed = plan
+    return CalibrationSpec(samples=samples, batch_size=batch_size, seed=seed)
+
+
+def calibration_batches(ctx: GroupContext, scheme: SchemeSpec):
+    """(samples, batches): the scheme's calibration sample (reproducible by its seed), batched."""
+    cal = calibration_spec(scheme)
+    pool = ctx.data.calibration
+    idx = sorted(np.random.default_rng(cal.seed).choice(pool.size, size=min(cal.samples, pool.size), replace=False))
+    return len(idx), pool.take([int(i) for i in idx]).batches(cal.batch_size)
+
+
+def qdq_settings(scheme: SchemeSpec):
+    """The QDQBERT settings of a Q/DQ scheme."""
+    from qdqbench.quant.qdqbert import QDQSettings
+
+    return QDQSettings(
+        bits=scheme.bits, groups=tuple(scheme.groups), per_channel_weights=scheme.weights == "per-channel",
+        calib_method=scheme.calibration.method, num_bins=scheme.calibration.num_bins, skip=tuple(scheme.skip),
+        clip_gelu=scheme.clip_gelu, fuse_qkv=scheme.fuse_qkv, weight_bits=scheme.weight_bits,
+        quantize_embeddings=scheme.quantize_embeddings,
+    )
+
+
+def build(ctx: GroupContext, sname: str) -> Variant:
+    """The fp32 model itself, or a calibrated QDQBERT copy of it (amaxes saved as an artifact)."""
+    from qdqbench.quant.build import build_variant
+    from qdqbench.quant.qdqbert import count_quantizers
+    from qdqbench.quant.quantizer import quantizers
+    from qdqbench.tasks.evaluate import torch_forward
+
+    data, scheme = ctx.data, ctx.scheme(sname)
+    if scheme.kind == "fp32" or scheme.is_peer:
+        # A peer recipe starts from the fp32 model; its own tool quantizes the export.
+        return Variant(data.model, {})
+    settings = qdq_settings(scheme)
+    artifacts = ctx.artifacts(sname)
+    t0 = time.perf_counter()
+    n, batches = calibration_batches(ctx, scheme)
+    info: dict[str, Any] = {}
+    if scheme.recipe == "auto":
+        model, info["recipe"] = auto_recipe(ctx, scheme, settings, batches, artifacts)
+    else:
+        model, changes = build_variant(
+            data.model, settings, lambda m: [torch_forward(m, data.output)(f) for _, f in batches],
+            scheme.calibration.method, percentile=scheme.calibration.percentile)
+        if changes:
+            info["post_calibration"] = changes
+        if scheme.qat is not None:
+            info["qat"] = qat(ctx, scheme.qat, model, artifacts / "qat")
+    amaxes = {name: float(q.amax.max()) for name, q in quantizers(model) if q.mode != "disabled"}
+    # The calibrated ranges are an artifact: reviewers compare them across runs and calibrators.
+    write_json_atomic(artifacts / "amax.json", amaxes)
+    info = {
+        "calibration": {"method": scheme.calibration.method, "samples": n,
+                        "seconds": round(time.perf_counter() - t0, 3), **data.notes},
+        "quantizers": count_quantizers(model),
+        "amax": ctx.paths.rel(artifacts / "amax.json"),
+        **info,
+    }
+    return Variant(model, info, amaxes)
+
+
+def train_data(ctx: GroupContext, limit: int | None, seed: int, exclude: int = 0):
+    """(encoded, labels) of the training split, shuffled by seed, skipping the first ``exclude``."""
+    if ctx.data.training is None:
+        raise QdqbenchError("QAT and recipe: auto need a labelled GLUE task (classification or regression)")
+    return ctx.data.training.sample(limit, seed, exclude)
+
+
+def qat_plan(ctx: GroupContext, spec):
+    """The QAT schedule: given, or derived from the original fine-tuning (finetune.json)."""
+    from qdqbench.quant.qat import QATError, QATPlan
+
+    original = spec.original
+    ft = ctx.resolved.path / "finetune.json"
+    if original is None and ft.is_file():
+        original = json.loads(ft.read_text(encoding="utf-8"))
+    if original is not None:
+        plan = QATPlan.from_finetune(original, fraction=spec.fraction, lr_fraction=spec.lr_fraction,
+                                     warmup=spec.warmup)
+        return QATPlan(steps=spec.steps or plan.steps, lr=spec.lr or plan.lr, warmup=spec.warmup,
+                       schedule="cosine", batch_size=spec.batch_size or plan.batch_size, source=plan.source)
+    if spec.steps is None or spec.lr is None:
+        raise QATError(f"QAT needs steps and lr, or the original schedule (finetune.json beside "
+                       f"{ctx.resolved.path} or qat.original)")
+    return QATPlan(steps=spec.steps, lr=spec.lr, warmup=spec.warmup, schedule="cosine",
+                   batch_size=spec.batch_size or 32, source={"given": True})
+
+
+def qat(ctx: GroupContext, spec, model, checkpoint_dir: Path) -> dict[str, Any]:
+    """Fine-tune ``model`` in place with fake quantization; checkpoints make it resumable."""
+    from qdqbench.quant.qat import classification_loss, finetune, regression_loss, train_batches
+
+    plan = qat_plan(ctx, spec)
+    seed = ctx.suite.seed
+    encoded, labels = train_data(ctx, spec.max_train_examples, seed)
+    training = ctx.data.training
+    batches = train_batches(encoded, labels, plan.batch_size, label_perm=training.label_perm)
+    every = spec.checkpoint_every or max(1, plan.steps // 5)
+
+    def progress(step) -> None:
+        if step.step == 1 or step.step % every == 0 or step.step == step.steps:
+            ctx.say(f"  QAT step {step.step}/{step.steps} loss {step.loss:.4f}")
+
+    result = finetune(model, batches, steps=plan.steps, lr=plan.lr, warmup=plan.warmup, schedule=plan.schedule,
+                      seed=seed, loss_fn=regression_loss if training.is_regression else classification_loss,
+                      checkpoint_dir=checkpoint_dir, checkpoint_every=every, progress=progress)
+    model.eval()
+    return {"plan": plan.to_dict(), **result.to_dict()}
+
+
+def auto_recipe(ctx: GroupContext, scheme: SchemeSpec, settings, batches, artifacts: Path):
+    """``recipe: auto``: calibrators → partial → QAT, chosen on a held-out train slice."""
+    from qdqbench.quant.auto import Budget, Calibrations, CalibratorSpec, MeetsBound, logits_sqnr_proxy, outputs_fn
+    from qdqbench.quant.auto import auto_recipe as search
+    from qdqbench.tasks.evaluate import Encoded, run_batches, torch_forward
+
+    data, auto, bs = ctx.data, scheme.auto, ctx.eval_batch_size
+    selection, sel_labels = train_data(ctx, auto.selection_examples, ctx.suite.seed)
+    scorer = data.training.scorer(sel_labels)
+    metric = data.task.primary_metric
+
+    def score(model) -> float:
+        out = run_batches(selection, bs, torch_forward(model, data.output), reduce=data.reduce)
+        return scorer.scores(scorer.predictions(out))[metric]
+
+    # The sensitivity proxy (logits SQNR) runs dozens of times: a 128-example slice is enough
+    # to rank parts, and the bound itself is still checked on the whole selection split.
+    k = min(128, len(selection.input_ids))
+    proxy_set = Encoded(selection.input_ids[:k], selection.token_type_ids[:k], selection.pad_id)
+    forward = outputs_fn(proxy_set, bs, data.output, data.reduce)
+    acc = ctx.suite.accuracy
+    meets = MeetsBound(metric, score, baseline=score(data.model), bound=acc.bound * (1 - auto.headroom),
+                       mode=acc.mode)
+    calibrate = Calibrations(data.model, settings,
+                             run_calibration=lambda m: [torch_forward(m, data.output)(f) for _, f in batches])
+    qat_fn = None
+    if auto.qat:
+        spec = scheme.qat or QATSpec()
+        qat_fn = lambda m: qat(ctx, spec, m, artifacts / "qat")  # noqa: E731
+    result = search(
+        calibrate, meets, calibrators=[CalibratorSpec.parse(c) for c in auto.calibrators],
+        score_fn=logits_sqnr_proxy(forward(data.model), forward),
+        latency_fn=candidate_latency(ctx, auto, artifacts), qat_fn=qat_fn,
+        budget=Budget(max_evaluations=auto.max_evaluations, max_seconds=auto.max_minutes * 60),
+        partial=auto.partial, progress=lambda msg: ctx.say(f"  auto: {msg}"),
+    )
+    info = result.to_dict()
+    info["selection_split"] = f"{len(sel_labels)} held-out training examples (the dev set only scores the choice)"
+    info["selection_bound"] = {"bound": meets.bound, "mode": meets.mode, "headroom": auto.headroom}
+    return result.model, info
+
+
+def candidate_latency(ctx: GroupContext, auto, artifacts: Path):
+    """Export a candidate and time it on the target engine at the largest timed batch (or None).
+
+    Returns the median latency in ms, timed with the suite's settings in a worker process.
+    """
+    suite, data = ctx.suite, ctx.data
+    engines = [b for b in suite.backends if b != "torch"]
+    target = auto.target_backend or (engines[0] if engines else None)
+    if target is None:
+        return None
+    from qdqbench.engines import engine_request
+    from qdqbench.engines.timing import measure_in_subprocess
+    from qdqbench.quant.export import export_onnx
+    from qdqbench.tasks.evaluate import timing_feeds
+
+    options = dict(engine_request(target, "qdq").options)
+    batch, seq = max(suite.shapes.batch), suite.shapes.seq[0]
+    settings = timing_settings(suite)
+    folder = artifacts / "auto"
+    folder.mkdir(parents=True, exist_ok=True)
+    feeds_path = folder / f"b{batch}s{seq}.npz"
+    feeds = timing_feeds(data.tokenizer, data.texts, batch, seq)
+    save_atomic(feeds_path, lambda fh: np.savez(fh, **feeds))
+    counter = {"n": 0}
+
+    def latency(model) -> float | None:
+        import torch
+
+        counter["n"] += 1
+        path = folder / f"candidate-{counter['n']}.onnx"
+        _, sample = data.eval_inputs.batches(2)[0]
+        try:
+            export_onnx(model, path, {k: torch.from_numpy(v) for k, v in sample.items()}, output=data.output)
+            # The suite's own timing settings, and the median: a stall of the machine during
+            # one short measurement must not decide between two candidates.
+            stats, _ = measure_in_subprocess(target, path, "int8", feeds_path, settings,
+                                             threads=threads(suite), options=options)
+            return stats.median
+        except QdqbenchError as exc:
+            ctx.say(f"  auto: latency of candidate {counter['n']} unknown ({exc})")
+            return None
+        finally:
+            path.unlink(missing_ok=True)
+
+    return latency
