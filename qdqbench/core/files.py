@@ -51,6 +51,23 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 
 
 
+def temp_path(path: Path) -> Path:
+    """A unique temporary name beside ``path`` for a tool that must write to a file name itself
+    (``onnx.save``, ONNX Runtime's quantizers); hand it to ``publish`` when complete."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".tmp", dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def publish(tmp: Path, path: Path) -> None:
+    """fsync a completed temporary file and rename it to ``path`` (the last step of every atomic write)."""
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
 def save_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """``write(binary file)`` into a temporary file beside ``path``, fsync, rename.
 

@@ -29,13 +29,13 @@ if TYPE_CHECKING:
     from qdqbench.engines.base import Backend, Fp32Configuration
 
 BACKENDS: dict[str, str] = {
+    "torch": "qdqbench.engines.torch:TorchBackend",
     "onnxruntime": "qdqbench.engines.onnxruntime:OnnxRuntimeBackend",
     "openvino": "qdqbench.engines.openvino:OpenVINOBackend",
     "tensorrt": "qdqbench.engines.tensorrt:TensorRTBackend",
-    "torch": "qdqbench.engines.torch:TorchBackend",
 }
 
-BACKEND_NAMES: tuple[str, ...] = ("torch", "onnxruntime", "openvino", "tensorrt")
+BACKEND_NAMES: tuple[str, ...] = tuple(BACKENDS)  # registry order: torch first (the reference)
 
 # ``engine@precision`` backend variants: the engine with its float layers in a reduced precision.
 # The fp32 scheme runs entirely in it (an fp16/bf16 baseline row); INT8 schemes run their Q/DQ in

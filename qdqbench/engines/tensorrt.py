@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from qdqbench.core.errors import BackendError
+from qdqbench.core.files import write_bytes_atomic
 from qdqbench.engines.base import (
     EngineBase,
     EngineOptions,
@@ -489,9 +489,7 @@ class TensorRTBackend(EngineBase):
             info["build_s"] = round(time.perf_counter() - t0, 2)
             info["cache_hit"] = False
             cache.mkdir(parents=True, exist_ok=True)
-            tmp = engine_path.with_suffix(".tmp")
-            tmp.write_bytes(blob)
-            os.replace(tmp, engine_path)  # atomic: a concurrent reader never sees half an engine
+            write_bytes_atomic(engine_path, blob)  # a concurrent reader never sees half an engine
         runtime = trt.Runtime(logger)
         engine = runtime.deserialize_cuda_engine(blob)
         if engine is None:

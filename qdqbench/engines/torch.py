@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from qdqbench.core.errors import BackendError
+from qdqbench.core.files import save_atomic
 from qdqbench.engines.base import EngineBase, EngineOptions, Feeds, check_precision, feeds_shape, one_line
 
 
@@ -39,9 +40,8 @@ def save_torch_artifact(model: Any, path: Path, *, output: str = "logits") -> Pa
     device = next(model.parameters()).device
     model.eval().to("cpu")
     try:
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        torch.save({"format": "qdqbench-torch-module/1", "output": output, "module": model}, tmp)
-        tmp.replace(path)
+        save_atomic(path, lambda fh: torch.save(
+            {"format": "qdqbench-torch-module/1", "output": output, "module": model}, fh))
     finally:
         model.to(device)
     return path

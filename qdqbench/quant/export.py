@@ -55,6 +55,7 @@ import torch
 from torch import nn
 
 from qdqbench.core.errors import ExportError
+from qdqbench.core.files import publish, temp_path
 from qdqbench.quant.qdqbert import disabled_quantizers, quantizer_group
 from qdqbench.quant.quantizer import TensorQuantizer
 from qdqbench.quant.registry import GROUPS, check_groups
@@ -143,7 +144,7 @@ def export_onnx(
     dynamic[output] = {0: "batch"} if output == "logits" else {0: "batch", 1: "sequence"}
     wrapper = _OutputOnly(model, names, output)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.onnx")
+    tmp = temp_path(path)  # onnx and torch.onnx.export write to a file name; published below
     try:
         with _eval_mode(model), torch.no_grad(), warnings.catch_warnings():
             # The TorchScript exporter warns that it is deprecated, and traces transformers'
@@ -163,7 +164,7 @@ def export_onnx(
     except Exception as exc:  # noqa: BLE001 — any exporter failure becomes one line naming the file
         tmp.unlink(missing_ok=True)
         raise ExportError(f"ONNX export to {path} failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
-    tmp.replace(path)
+    publish(tmp, path)
     data = path.read_bytes()
     counts = dict(Counter(node.op_type for node in proto.graph.node))
     return ExportInfo(path, hashlib.sha256(data).hexdigest(), len(data) / 2**20, counts)

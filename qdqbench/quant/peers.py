@@ -54,6 +54,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from qdqbench.core.errors import ExportError, SuiteError, did_you_mean, one_line
+from qdqbench.core.files import publish, temp_path
 
 Feeds = dict[str, np.ndarray]
 
@@ -294,7 +295,7 @@ def build_peer_onnx(
     if entry.uses_torch_model(settings) and torch_model is None:
         raise ExportError(f"scheme kind '{kind}' (api: torch) needs the fp32 torch model of {fp32_onnx}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.stem + ".tmp.onnx")
+    tmp = temp_path(out)  # the peer tools write to a file name; published below
     t0 = time.perf_counter()
     try:
         facts = entry.build(settings=settings, fp32_onnx=fp32_onnx, out=tmp, batches=batches,
@@ -307,7 +308,7 @@ def build_peer_onnx(
     except Exception as exc:  # noqa: BLE001 — a tool's failure becomes one line naming the file
         tmp.unlink(missing_ok=True)
         raise ExportError(f"{kind} quantization of {fp32_onnx} failed: {one_line(exc, 300)}") from exc
-    tmp.replace(out)
+    publish(tmp, out)
     return {
         "kind": kind,
         "settings": settings.model_dump(),

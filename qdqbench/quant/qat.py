@@ -24,7 +24,6 @@ is no scheduler state to save.
 from __future__ import annotations
 
 import math
-import os
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -37,6 +36,7 @@ import torch
 from torch import nn
 
 from qdqbench.core.errors import CalibrationError, QdqbenchError
+from qdqbench.core.files import save_atomic
 from qdqbench.quant.quantizer import quantizers
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
@@ -314,13 +314,12 @@ def _save_checkpoint(folder: Path, step: int, model: nn.Module, optimizer, losse
     """Write ``qat-step-<step>.pt`` atomically (temp file + rename); keep the newest ``keep``."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"qat-step-{step:07d}.pt"
-    tmp = path.with_suffix(".pt.tmp")
-    torch.save({
+    state = {
         "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
         "losses": list(losses), "fingerprint": fingerprint, "rng_cpu": torch.get_rng_state(),
         "rng_cuda": torch.cuda.get_rng_state(cuda_device) if cuda_device is not None else None,
-    }, tmp)
-    os.replace(tmp, path)
+    }
+    save_atomic(path, lambda fh: torch.save(state, fh))
     old = sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := _CHECKPOINT.match(p.name)))
     for _, p in old[:-keep]:
         p.unlink(missing_ok=True)
