@@ -11,6 +11,7 @@ gives the same interval. ``metric_fn`` is any ``fn(predictions, labels) -> float
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -137,3 +138,34 @@ def changed_predictions(
     difference = np.abs(a.astype(np.float64) - b.astype(np.float64))
     # Written as "not within tolerance" so that a NaN score counts as changed.
     return int(np.count_nonzero(~(difference <= regression_tolerance)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Significance of a difference between two stored summaries (no per-example data needed). The
+# run comparison (``review.comparison``) and the report's claims (``report.claims``) both use
+# these, so "significant", "beats" and "faster" mean one thing across the project.
+
+LATENCY_Z = 2.0  # standard errors of the difference of two means (≈ 95% two-sided)
+
+
+def intervals_disjoint(
+    a: tuple[float, float] | None, b: tuple[float, float] | None
+) -> bool | None:
+    """Whether two ``(low, high)`` intervals do not overlap; None when either is missing."""
+    if a is None or b is None:
+        return None
+    return a[1] < b[0] or b[1] < a[0]
+
+
+def latency_differs(
+    a: tuple[float, float, int] | None, b: tuple[float, float, int] | None, z: float = LATENCY_Z
+) -> bool | None:
+    """Whether two mean latencies differ by more than ``z`` standard errors of their difference.
+
+    ``a`` and ``b`` are ``(mean, std, iterations)`` as a latency cell stores them:
+    ``|mean_a − mean_b| > z·sqrt(std_a²/n_a + std_b²/n_b)``. None when either is missing.
+    """
+    if a is None or b is None:
+        return None
+    se = math.sqrt(a[1] ** 2 / a[2] + b[1] ** 2 / b[2])
+    return abs(a[0] - b[0]) > z * se

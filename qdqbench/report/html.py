@@ -39,6 +39,7 @@ from qdqbench.report.rows import (
     AccuracyRow,
     LatencyRow,
     Report,
+    best_label,
     fmt_bound,
     fmt_changed,
     fmt_ci_points,
@@ -268,7 +269,7 @@ def _verdict(report: Report) -> str:
             text_td(p.task),
             td(fmt_verdict(p.passed, "no verdict"), sort=p.passed, cls="verdict"),
             num_td(f"{p.n_passing} / {p.n_quantized}", p.n_passing),
-            text_td(label(best) if best else None),
+            text_td(best_label(p) if best else None),
             num_td(fmt_score(best.value) if best else DASH, best.value if best else None),
             num_td(fmt_points(best.drop) if best else DASH, best.drop if best else None),
             num_td(

@@ -16,6 +16,7 @@ from qdqbench.report.layers import OUTLIER_FACTOR, PART_COST_HEADERS, fmt_delta_
 from qdqbench.report.rows import (
     DASH,
     Report,
+    best_label,
     fmt_bound,
     fmt_changed,
     fmt_ci_points,
@@ -116,7 +117,7 @@ def _verdict(report: Report) -> list[str]:
                         p.task,
                         _verdict_mark(p.passed) if p.n_quantized else "❌ no verdict",
                         f"{p.n_passing} / {p.n_quantized}",
-                        label(p.best) if p.best else DASH,
+                        best_label(p),
                         fmt_score(p.best.value) if p.best else DASH,
                         fmt_points(p.best.drop) if p.best else DASH,
                     ]

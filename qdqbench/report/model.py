@@ -211,6 +211,9 @@ class PairVerdict:
     n_passing: int
     best: AccuracyRow | None  # highest value among passing rows, else highest value
     worst: AccuracyRow | None  # largest drop
+    # rows of the same pool that ``best`` does not beat beyond the intervals (report.claims):
+    # when any, the best scheme is a tie and the report says "tied best: ..."
+    tied: tuple[AccuracyRow, ...] = ()
 
     @property
     def passed(self) -> bool | None:

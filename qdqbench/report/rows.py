@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from qdqbench.core.results import Record, SkippedLine
-from qdqbench.report import layers, views
+from qdqbench.report import claims, layers, views
 from qdqbench.report.fmt import (  # noqa: F401 — re-exported: renderers read every helper from here
     DASH,
     Anchors,
@@ -348,8 +348,11 @@ def _pairs(accuracy: Sequence[AccuracyRow]) -> list[PairVerdict]:
         pool = passing or judged
         best = max(pool, key=lambda a: _finite(a.value), default=None)
         worst = max(judged, key=lambda a: _finite(a.drop), default=None)
+        tied = claims.tied_best(best, pool) if best is not None else ()
         pairs.append(
-            PairVerdict(anchors(model, task), model, task, len(judged), len(passing), best, worst)
+            PairVerdict(
+                anchors(model, task), model, task, len(judged), len(passing), best, worst, tied
+            )
         )
     return pairs
 
@@ -623,3 +626,13 @@ def fmt_headline(report: Report) -> str:
 def label(row: AccuracyRow | LatencyRow) -> str:
     """'scheme (backend, precision)' for headlines."""
     return f"{row.scheme} ({row.backend}, {row.precision or DASH})"
+
+
+def best_label(pair: PairVerdict) -> str:
+    """The pair's best scheme, or 'tied best: A, B' when it does not beat the others beyond the
+    intervals (``claims.tied_best``); DASH without one."""
+    if pair.best is None:
+        return DASH
+    if not pair.tied:
+        return label(pair.best)
+    return "tied best: " + ", ".join(label(a) for a in (pair.best, *pair.tied))

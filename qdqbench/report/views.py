@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qdqbench.quant.registry import CALIBRATION_METHODS  # calibrators shown in the registry's order
+from qdqbench.report.claims import TIE, accuracy_outcome, dominates, latency_outcome
 from qdqbench.report.fmt import Anchors, as_int, fmt_delta_points, fmt_ms, fmt_score, fmt_shape, slug
 from qdqbench.report.model import AccuracyRow, LatencyRow, is_peer_kind
 
@@ -161,18 +162,18 @@ class PeerShape:
     seq: int | None
     qdq_ms: float | None
     peer_ms: float | None
+    qdq_std_ms: float | None = None
+    peer_std_ms: float | None = None
+    qdq_iterations: int | None = None
+    peer_iterations: int | None = None
 
     @property
     def outcome(self) -> str:
-        """'faster', 'slower' or 'tie' for QDQBERT; 'unknown' without both numbers."""
-        if not (_finite(self.qdq_ms) and _finite(self.peer_ms)):
-            return "unknown"
-        return (
-            "faster"
-            if self.qdq_ms < self.peer_ms
-            else "slower"
-            if self.qdq_ms > self.peer_ms
-            else "tie"
+        """'faster' or 'slower' for QDQBERT when the means differ beyond their spread
+        (``claims.latency_outcome``), else 'tie'; 'unknown' without both means."""
+        return latency_outcome(
+            (self.qdq_ms, self.qdq_std_ms, self.qdq_iterations),
+            (self.peer_ms, self.peer_std_ms, self.peer_iterations),
         )
 
 
@@ -186,8 +187,8 @@ class PeerEngineComparison:
     qdq: AccuracyRow
     peer: AccuracyRow
     shapes: tuple[PeerShape, ...]  # shapes timed for both, ascending
-    accuracy_outcome: str  # wins | loses | ties | unknown
-    speed_outcome: str  # wins (faster at every shape) | loses | mixed | ties | unknown
+    accuracy_outcome: str  # wins | loses | ties (within the intervals) | unknown
+    speed_outcome: str  # wins (faster beyond the spread at every shape) | loses | mixed | ties | unknown
     beats: str  # both | accuracy | speed | neither
     headline: str  # 'QDQBERT beats the best peer on accuracy but not on speed'
     statement: str  # the headline with the numbers behind it
@@ -223,12 +224,26 @@ def _best(rows: Sequence[AccuracyRow]) -> AccuracyRow | None:
 
 def _peer_headline(acc: str, speed: str, slower_or_tied: list[str], faster: list[str]) -> str:
     if speed == "unknown":
+        if acc == "ties":
+            return f"QDQBERT {TIE} with the best peer on accuracy; speed not compared (no shape timed for both)"
         clause = "on accuracy" if acc == "wins" else "not on accuracy"
         return f"QDQBERT beats the best peer {clause}; speed not compared (no shape timed for both)"
     if acc == "unknown":
+        if speed == "ties":
+            return f"QDQBERT {TIE} with the best peer on speed; accuracy not compared"
         clause = "on speed" if speed == "wins" else "not on speed"
         return f"QDQBERT beats the best peer {clause}; accuracy not compared"
     a, s = acc == "wins", speed == "wins"
+    if acc == "ties" or speed == "ties":
+        # a tie is no loss: say what QDQBERT beats, then which axis ties and why
+        won = "accuracy" if a else "speed" if s else None
+        tied = " and ".join(x for x, o in (("accuracy", acc), ("speed", speed)) if o == "ties")
+        text = f"QDQBERT beats the best peer on {won}" if won else (
+            "QDQBERT beats the best peer on neither accuracy nor speed")
+        text += f"; {tied} " + (TIE if acc != speed else "tie (within the intervals)")
+        if speed == "mixed":
+            text += f" (faster only at {', '.join(faster)}; not at {', '.join(slower_or_tied)})"
+        return text
     text = {
         (True, True): "on both accuracy and speed",
         (True, False): "on accuracy but not on speed",
@@ -247,20 +262,27 @@ def _compare_on_engine(
     peer: AccuracyRow,
     latency: Sequence[LatencyRow],
 ) -> PeerEngineComparison:
-    def means(scheme: str) -> dict[tuple[int | None, int | None], float | None]:
+    def timed(scheme: str) -> dict[tuple[int | None, int | None], LatencyRow]:
         return {
-            (lat.batch, lat.seq): lat.mean_ms
+            (lat.batch, lat.seq): lat
             for lat in latency
             if (lat.model, lat.task, lat.backend, lat.scheme)
             == (qdq.model, qdq.task, backend, scheme)
         }
 
-    q_ms, p_ms = means(qdq.scheme), means(peer.scheme)
+    q_ms, p_ms = timed(qdq.scheme), timed(peer.scheme)
     common = sorted(
         (k for k in q_ms if k in p_ms),
         key=lambda k: (k[1] if k[1] is not None else -1, k[0] if k[0] is not None else -1),
     )
-    shapes = tuple(PeerShape(b, s, q_ms[(b, s)], p_ms[(b, s)]) for b, s in common)
+    shapes = tuple(
+        PeerShape(
+            b, s, q_ms[(b, s)].mean_ms, p_ms[(b, s)].mean_ms,
+            q_ms[(b, s)].std_ms, p_ms[(b, s)].std_ms,
+            q_ms[(b, s)].iterations, p_ms[(b, s)].iterations,
+        )  # fmt: skip
+        for b, s in common
+    )
     known = [s for s in shapes if s.outcome != "unknown"]
     if not known:
         speed = "unknown"
@@ -272,10 +294,7 @@ def _compare_on_engine(
         speed = "ties"
     else:
         speed = "mixed"
-    if not (_finite(qdq.value) and _finite(peer.value)):
-        acc = "unknown"
-    else:
-        acc = "wins" if qdq.value > peer.value else "loses" if qdq.value < peer.value else "ties"
+    acc = accuracy_outcome(qdq, peer)  # wins only beyond the intervals (claims)
     beats = {
         (True, True): "both",
         (True, False): "accuracy",
@@ -513,7 +532,7 @@ class ParetoPoint:
     value: float | None  # on-engine primary metric (fake-quant for torch)
     mean_ms: float | None
     passed: bool | None
-    optimal: bool  # no other point is at least as accurate and at least as fast, and better in one
+    optimal: bool  # no other point is more accurate and faster, both beyond the intervals
 
     @property
     def is_peer(self) -> bool:
@@ -533,8 +552,9 @@ class ParetoChart:
 
 
 def pareto_optimal(points: Sequence[tuple[float, float]]) -> list[bool]:
-    """For (accuracy, latency) pairs: True where no other pair dominates (higher is better for
-    accuracy, lower for latency; dominating means no worse in both and better in one)."""
+    """For exact (accuracy, latency) pairs: True where no other pair dominates (higher is better
+    for accuracy, lower for latency; dominating means no worse in both and better in one). The
+    report's charts use ``pareto_flags`` instead, which knows each point's uncertainty."""
     flags = []
     for i, (acc, lat) in enumerate(points):
         dominated = any(
@@ -544,6 +564,15 @@ def pareto_optimal(points: Sequence[tuple[float, float]]) -> list[bool]:
         )
         flags.append(not dominated)
     return flags
+
+
+def pareto_flags(points: Sequence[tuple[AccuracyRow, LatencyRow]]) -> list[bool]:
+    """True where no other point dominates by the claims rule: dominated only when another point
+    is better on both axes beyond the intervals (``claims.dominates``)."""
+    return [
+        not any(dominates(other, p) for j, other in enumerate(points) if j != i)
+        for i, p in enumerate(points)
+    ]
 
 
 def pareto_charts(
@@ -585,7 +614,7 @@ def pareto_charts(
             candidates.append((a, lat))
         if len(candidates) < 2:
             continue
-        flags = pareto_optimal([(a.value, lat.mean_ms) for a, lat in candidates])
+        flags = pareto_flags(candidates)
         anchors = Anchors()
         base = pair_anchor.get((model, task)) or Anchors()(model, task)
         points = tuple(
@@ -622,6 +651,7 @@ __all__ = [
     "calibrator_charts",
     "is_peer_kind",
     "pareto_charts",
+    "pareto_flags",
     "pareto_optimal",
     "peer_comparisons",
     "side_by_side",

@@ -41,6 +41,7 @@ from qdqbench.core.results import (
     load_run_info,
     warn_skipped,
 )
+from qdqbench.core.stats import LATENCY_Z, intervals_disjoint, latency_differs
 
 # run.json facts whose difference makes latency incomparable: "*" for every backend, then per
 # backend. A CPU engine is sensitive to the CPU model, core count and thread count; a GPU engine
@@ -57,7 +58,7 @@ ENV_SECTIONS = ("versions", "machine", "git", "timing", "accuracy_bound")
 # Latency statistics compared (and the significance rule applies to all of them).
 LATENCY_COMPARED = ("latency_mean_ms", "latency_median_ms", "latency_p90_ms", "latency_p95_ms",
                     "latency_p99_ms", "latency_min_ms", "latency_max_ms", "throughput")
-Z = 2.0  # standard errors for latency significance (≈ 95% two-sided)
+Z = LATENCY_Z  # standard errors for latency significance (≈ 95% two-sided)
 
 SIGNIFICANCE_RULES = {
     "ci": "significant when the two runs' confidence intervals do not overlap",
@@ -240,9 +241,7 @@ def _ci(m: Metric | None) -> tuple[float, float] | None:
 
 
 def _disjoint(a: tuple[float, float] | None, b: tuple[float, float] | None) -> bool | None:
-    if a is None or b is None:
-        return None
-    return a[1] < b[0] or b[1] < a[0]
+    return intervals_disjoint(a, b)
 
 
 def latency_significant(base: Record, cand: Record) -> bool | None:
@@ -256,11 +255,7 @@ def latency_significant(base: Record, cand: Record) -> bool | None:
             return None
         return mean.value, std.value, n
 
-    a, b = stats(base), stats(cand)
-    if a is None or b is None:
-        return None
-    se = math.sqrt(a[1] ** 2 / a[2] + b[1] ** 2 / b[2])
-    return abs(b[0] - a[0]) > Z * se
+    return latency_differs(stats(base), stats(cand), Z)
 
 
 def _metric_deltas(base: Record, cand: Record) -> tuple[MetricDelta, ...]:

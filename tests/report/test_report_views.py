@@ -53,14 +53,16 @@ def acc(scheme, kind, backend, value, ci=(0.0, 0.02), details=None, model=M, tas
     )  # fmt: skip
 
 
-def lat(scheme, kind, backend, batch, mean, model=M, task=T):
+def lat(scheme, kind, backend, batch, mean, model=M, task=T, std=None):
     return Record(
         cell=f"{model}/{task}/{scheme}/{backend}/b{batch}s128/latency", status="ok", model=model,
         task=task, scheme=scheme, scheme_kind=kind, backend=backend,
         precision="fp32" if kind == "fp32" else "int8", shape=Shape(batch=batch, seq=128),
         kind="latency",
         metrics=[Metric(name="latency_mean_ms", value=mean, unit="ms", higher_is_better=False),
-                 Metric(name="throughput", value=1000 * batch / mean, unit="seq/s")],
+                 Metric(name="throughput", value=1000 * batch / mean, unit="seq/s"),
+                 *([Metric(name="latency_std_ms", value=std, unit="ms", higher_is_better=False)]
+                   if std is not None else [])],
         details={"iterations": 100, "warmup_iters": 10, "threads": 2, "method": "perf_counter_ns"},
     )  # fmt: skip
 
@@ -125,17 +127,19 @@ def records() -> list[Record]:
         # an auto recipe: the scheme's default says max, the recipe chose a percentile calibrator
         acc("int8-auto", "qdq", "torch", 0.9060, details=cal("max", recipe=RECIPE)),
         # peers: neither passes (threshold 90.09), ort-static is the better one
-        acc("ort-static", "ort-static", "onnxruntime", 0.9000),
-        acc("ort-dynamic", "ort-dynamic", "onnxruntime", 0.8950),
+        # (synthetic drop intervals above int8-max's [0, 1.6] pts, so "beats" holds beyond them)
+        acc("ort-static", "ort-static", "onnxruntime", 0.9000, ci=(0.017, 0.03)),
+        acc("ort-dynamic", "ort-dynamic", "onnxruntime", 0.8950, ci=(0.017, 0.03)),
         lat("fp32", "fp32", "onnxruntime", 1, 10.0),
         lat("fp32", "fp32", "onnxruntime", 8, 60.0),
-        lat("int8-max", "qdq", "onnxruntime", 1, 5.0),
-        lat("int8-max", "qdq", "onnxruntime", 8, 30.0),
+        # std 0.2 ms over 100 iterations: every difference below is beyond the spread
+        lat("int8-max", "qdq", "onnxruntime", 1, 5.0, std=0.2),
+        lat("int8-max", "qdq", "onnxruntime", 8, 30.0, std=0.2),
         lat("int8-pct", "qdq", "onnxruntime", 8, 28.0),
-        lat("ort-static", "ort-static", "onnxruntime", 1, 4.0),
-        lat("ort-static", "ort-static", "onnxruntime", 8, 25.0),
-        lat("ort-dynamic", "ort-dynamic", "onnxruntime", 1, 6.0),
-        lat("ort-dynamic", "ort-dynamic", "onnxruntime", 8, 40.0),  # dominated by int8-max
+        lat("ort-static", "ort-static", "onnxruntime", 1, 4.0, std=0.2),
+        lat("ort-static", "ort-static", "onnxruntime", 8, 25.0, std=0.2),
+        lat("ort-dynamic", "ort-dynamic", "onnxruntime", 1, 6.0, std=0.2),
+        lat("ort-dynamic", "ort-dynamic", "onnxruntime", 8, 40.0, std=0.2),  # dominated by int8-max
         lat("int8-max", "qdq", "tensorrt", 32, 3.0),
     ]
 
@@ -291,13 +295,14 @@ def test_peer_statement_mixed_speed_and_passing_first():
     recs = [
         acc("fp32", "fp32", "torch", BASE),
         # the best QDQBERT scheme passes; a higher-scoring failing one is not "best"... (none here)
-        acc("q", "qdq", "onnxruntime", 0.9000),  # fails
+        # intervals and spreads clearly apart, so the claims rule decides as the numbers do
+        acc("q", "qdq", "onnxruntime", 0.9000, ci=(0.008, 0.012)),  # fails
         acc("peer-a", "ort-static", "onnxruntime", 0.9020),  # passes: beats the failing higher one
-        acc("peer-b", "ort-dynamic", "onnxruntime", 0.9080),  # passes, best peer
-        lat("q", "qdq", "onnxruntime", 1, 3.0),
-        lat("q", "qdq", "onnxruntime", 8, 30.0),
-        lat("peer-b", "ort-dynamic", "onnxruntime", 1, 4.0),
-        lat("peer-b", "ort-dynamic", "onnxruntime", 8, 20.0),
+        acc("peer-b", "ort-dynamic", "onnxruntime", 0.9080, ci=(0.0, 0.004)),  # passes, best peer
+        lat("q", "qdq", "onnxruntime", 1, 3.0, std=0.1),
+        lat("q", "qdq", "onnxruntime", 8, 30.0, std=0.1),
+        lat("peer-b", "ort-dynamic", "onnxruntime", 1, 4.0, std=0.1),
+        lat("peer-b", "ort-dynamic", "onnxruntime", 8, 20.0, std=0.1),
     ]
     (c,) = build_report(recs, RUN_INFO).peers[0].engines
     assert c.peer.scheme == "peer-b" and c.beats == "neither" and c.speed_outcome == "mixed"
