@@ -293,7 +293,7 @@ def measure_in_subprocess(backend: str, artifact: Path, precision: str, feeds_np
                           settings: TimingSettings, *, threads: int | None,
                           timeout_s: float = 600, options: dict[str, Any] | None = None,
                           ) -> tuple[LatencyStats, dict[str, Any]]:
-    """Time one engine in a fresh worker process; returns (stats, {"precision", "info"}).
+    """Time one engine in a fresh worker process; returns (stats, {"precision", "info", "resources"}).
 
     ``options`` are extra keyword arguments for the backend's ``prepare`` (JSON-serialisable, e.g.
     ``{"transformer_fusion": True}``). A failing, crashing or hanging worker raises BackendError
@@ -336,4 +336,5 @@ def measure_in_subprocess(backend: str, artifact: Path, precision: str, feeds_np
             why = _last_line(stderr) or f"exit status {proc.returncode}"
             raise BackendError(f"{backend} worker failed on {artifact}: {why}")
     stats = LatencyStats.from_dict(result["stats"])
-    return stats, {"precision": result["precision"], "info": result["info"]}
+    return stats, {"precision": result["precision"], "info": result["info"],
+                   "resources": result.get("resources", {})}

@@ -3,8 +3,9 @@
 ``qdqbench.engines.timing.measure_in_subprocess`` starts one of these per latency cell so each engine runs
 alone in a fresh process with its thread-pool variables pinned. The worker loads the feeds from an
 ``.npz`` (one array per ONNX input name), prepares the backend session for their (batch, seq)
-shape, calls ``Session.time`` and writes one JSON object: ``{"stats", "precision", "info"}`` on
-success, ``{"error": "<one line>"}`` on failure (exit status 1), to ``--out`` or stdout.
+shape, calls ``Session.time`` and writes one JSON object: ``{"stats", "precision", "info",
+"resources"}`` on success (``resources``: memory and load time, see ``engines.resources``),
+``{"error": "<one line>"}`` on failure (exit status 1), to ``--out`` or stdout.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from qdqbench.core.errors import BackendError
     from qdqbench.core.results import Shape
     from qdqbench.engines import available_backend
+    from qdqbench.engines.resources import measure_session
     from qdqbench.engines.timing import TimingSettings
 
     try:
@@ -97,10 +99,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     batch, seq = (int(d) for d in first.shape)
 
     backend = available_backend(args.backend)
-    session = backend.prepare(args.artifact, args.precision, [Shape(batch=batch, seq=seq)],
-                              threads=args.threads, **options)
-    stats = session.time(feeds, settings)
-    return {"stats": stats.to_dict(), "precision": session.precision, "info": session.info}
+    session, stats, resources = measure_session(
+        args.backend,
+        lambda: backend.prepare(args.artifact, args.precision, [Shape(batch=batch, seq=seq)],
+                                threads=args.threads, **options),
+        lambda s: s.time(feeds, settings))
+    return {"stats": stats.to_dict(), "precision": session.precision, "info": session.info,
+            "resources": resources}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,6 +35,7 @@ LATENCY_COLUMNS = (
     "mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "min_ms", "max_ms", "std_ms", "cov",
     "throughput", "baseline_scheme", "baseline_mean_ms", "baseline_throughput", "speedup_latency",
     "speedup_throughput", "iterations", "warmup_iters", "threads", "method", "fp32_config",
+    "peak_rss_mb", "model_rss_mb", "load_s", "peak_gpu_mem_mb",
 )  # fmt: skip
 
 FIDELITY_COLUMNS = (

@@ -60,6 +60,7 @@ from qdqbench.report.rows import (
     fmt_verdict,
     label,
 )
+from qdqbench.report.views import MLPERF_STYLE_NOTE
 
 CSS = """
 :root { --pass: #1a7f37; --pass-bg: #dafbe1; --fail: #cf222e; --fail-bg: #ffebe9;
@@ -428,6 +429,9 @@ def _latency_cells(lat: LatencyRow) -> list[str]:
         _speedup_cell(lat.speedup_latency),
         _speedup_cell(lat.speedup_throughput),
         num_td(fmt_pct(lat.cov, 1), lat.cov),
+        num_td(fmt_sig(lat.peak_rss_mb), lat.peak_rss_mb),
+        num_td(fmt_sig(lat.model_rss_mb), lat.model_rss_mb),
+        num_td(fmt_sig(lat.load_s), lat.load_s),
     ]
 
 
@@ -440,6 +444,9 @@ LATENCY_HEADERS = [
     "Speedup (latency)",
     "Speedup (throughput)",
     "CoV",
+    "Peak RSS (MB)",
+    "Model RSS (MB)",
+    "Load (s)",
 ]
 
 
@@ -456,7 +463,10 @@ def _method_note(report: Report) -> str:
         '<p class="note">Method: each latency cell is timed after warm-up over many iterations; '
         "speedup (latency) = fp32 mean / mean and speedup (throughput) = throughput / fp32 "
         "throughput, both against the fp32 scheme of the same model, task, backend and shape "
-        "<em>in this run</em> (— when that baseline is missing). CoV = std / mean."
+        "<em>in this run</em> (— when that baseline is missing). CoV = std / mean. Peak RSS = "
+        "the worker process's peak resident memory; model RSS = its growth over the worker's "
+        "memory right before the engine's prepare(); load = seconds of prepare() (session "
+        "creation / compile / engine build or deserialize)."
         + (f" {esc(configs)}" if configs else "")
         + f'</p><ul class="note">{items}</ul>'
     )
@@ -481,7 +491,38 @@ def _latency(report: Report) -> str:
     headers = ["Model", "Task", "Scheme", "Backend", "Precision", "Batch", "Seq", *LATENCY_HEADERS]
     return (
         '<section id="latency"><h2>Latency and throughput</h2>'
-        f"{_method_note(report)}{table_html('latency-table', headers, rows)}</section>"
+        f"{_method_note(report)}{table_html('latency-table', headers, rows)}"
+        f"{_mlperf_style(report)}</section>"
+    )
+
+
+def _mlperf_style(report: Report) -> str:
+    if not report.mlperf_style:
+        return ""
+    rows = [
+        tr(
+            f"mlperf-{i}",
+            [
+                text_td(m.model),
+                text_td(m.task),
+                scheme_td(m.scheme, m.is_peer),
+                text_td(m.backend),
+                text_td(m.precision),
+                num_td(fmt_int(m.seq), m.seq),
+                num_td(fmt_ms(m.singlestream_p90_ms), m.singlestream_p90_ms),
+                num_td(fmt_throughput(m.offline_throughput), m.offline_throughput),
+                num_td(fmt_int(m.offline_batch), m.offline_batch),
+            ],
+        )
+        for i, m in enumerate(report.mlperf_style)
+    ]
+    headers = ["Model", "Task", "Scheme", "Backend", "Precision", "Seq",
+               "MLPerf-style SingleStream p90 (b1) (ms)",
+               "Offline-style throughput (largest batch) (seq/s)", "Largest batch"]
+    return (
+        '<h3 id="mlperf-style">MLPerf-style figures</h3>'
+        f'<p class="note">{esc(MLPERF_STYLE_NOTE)}</p>'
+        f"{table_html('mlperf-style-table', headers, rows)}"
     )
 
 

@@ -38,6 +38,7 @@ from qdqbench.report.rows import (
     fmt_verdict,
     label,
 )
+from qdqbench.report.views import MLPERF_STYLE_NOTE
 
 
 def md_escape(text: Any) -> str:
@@ -448,6 +449,9 @@ def _latency(report: Report) -> list[str]:
             fmt_speedup(row.speedup_latency),
             fmt_speedup(row.speedup_throughput),
             fmt_pct(row.cov, 1),
+            fmt_sig(row.peak_rss_mb),
+            fmt_sig(row.model_rss_mb),
+            fmt_sig(row.load_s),
         ]
         for row in report.latency
     ]
@@ -467,6 +471,9 @@ def _latency(report: Report) -> list[str]:
         "Speedup (lat.)",
         "Speedup (thr.)",
         "CoV",
+        "Peak RSS (MB)",
+        "Model RSS (MB)",
+        "Load (s)",
     ]
     methods = "; ".join(
         f"{md_escape(m.backend)}: {md_escape(fmt_method(m))}" for m in report.methods
@@ -476,8 +483,44 @@ def _latency(report: Report) -> list[str]:
         "### Latency",
         "Speedups against the fp32 scheme of the same model, task, backend and shape in this run. "
         f"Method: {methods}." + (f" {md_escape(configs)}" if configs else ""),
-        md_table(headers, rows, numeric=tuple(range(5, 15))),
+        md_table(headers, rows, numeric=tuple(range(5, 18))),
+        "Peak RSS = the worker process's peak resident memory; model RSS = its growth over the "
+        "worker's memory right before the engine's prepare(); load = seconds of prepare() "
+        "(session creation / compile / engine build or deserialize).",
+        *_mlperf_style(report),
     ]
+
+
+def _mlperf_style(report: Report) -> list[str]:
+    if not report.mlperf_style:
+        return []
+    rows = [
+        [
+            m.model,
+            m.task,
+            _scheme(m.scheme, m.is_peer),
+            m.backend,
+            m.precision,
+            fmt_int(m.seq),
+            fmt_ms(m.singlestream_p90_ms),
+            fmt_throughput(m.offline_throughput),
+            fmt_int(m.offline_batch),
+        ]
+        for m in report.mlperf_style
+    ]
+    headers = [
+        "Model",
+        "Task",
+        "Scheme",
+        "Backend",
+        "Precision",
+        "Seq",
+        "MLPerf-style SingleStream p90 (b1) (ms)",
+        "Offline-style throughput (largest batch) (seq/s)",
+        "Largest batch",
+    ]
+    return ["#### MLPerf-style figures", md_escape(MLPERF_STYLE_NOTE),
+            md_table(headers, rows, numeric=(5, 6, 7, 8))]
 
 
 def _failed(report: Report) -> list[str]:

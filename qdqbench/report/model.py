@@ -129,6 +129,12 @@ class LatencyRow:
     is_baseline: bool = False
     speedup_latency: float | None = None  # baseline mean / mean
     speedup_throughput: float | None = None  # throughput / baseline throughput
+    # Resources of the worker process (engines.resources): peak RSS, the model's share of it over
+    # the worker's baseline, prepare() seconds, and on CUDA the GPU memory figure.
+    peak_rss_mb: float | None = None
+    model_rss_mb: float | None = None
+    load_s: float | None = None
+    peak_gpu_mem_mb: float | None = None
 
     @property
     def is_peer(self) -> bool:

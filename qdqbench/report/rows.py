@@ -66,7 +66,13 @@ from qdqbench.report.model import (  # noqa: F401 — re-exported: the row types
     VerdictSummary,
     is_peer_kind,
 )
-from qdqbench.report.views import CalibratorChart, ParetoChart, PeerComparison, SideBySideRow
+from qdqbench.report.views import (
+    CalibratorChart,
+    MlperfStyleRow,
+    ParetoChart,
+    PeerComparison,
+    SideBySideRow,
+)
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,7 @@ class Report:
     amax: tuple[AmaxTable, ...] = ()
     sensitivity: tuple[SensitivityView, ...] = ()
     traces: tuple[RecipeTrace, ...] = ()
+    mlperf_style: tuple[MlperfStyleRow, ...] = ()
     warnings: tuple[str, ...] = ()  # shown first: skipped lines, a partial merge
 
 
@@ -260,6 +267,10 @@ def _latency_rows(records: Sequence[Record], order: _Order) -> list[LatencyRow]:
                 method=str(d["method"]) if d.get("method") is not None else None,
                 info=dict(info) if isinstance(info, Mapping) else {},
                 fp32_config=str(d["fp32_baseline"]) if d.get("fp32_baseline") else None,
+                peak_rss_mb=_value(r, "peak_rss_mb"),
+                model_rss_mb=_value(r, "model_rss_mb"),
+                load_s=_value(r, "load_s"),
+                peak_gpu_mem_mb=_value(r, "peak_gpu_mem_mb"),
             )
         )
     # The baseline: the fp32 scheme's row with the same model, task, backend and shape.
@@ -551,6 +562,7 @@ def build_report(
         amax=tuple(layers.amax_tables(ok, run_dir)),
         sensitivity=tuple(layers.sensitivity_views(ok)),
         traces=tuple(layers.recipe_traces(ok)),
+        mlperf_style=tuple(views.mlperf_style_rows(latency)),
         warnings=tuple(run_warnings(info, skipped)),
     )
 

@@ -656,3 +656,51 @@ __all__ = [
     "peer_comparisons",
     "side_by_side",
 ]
+
+
+# ----------------------------------------------------------------------------------------------
+# MLPerf-style figures
+
+MLPERF_STYLE_NOTE = (
+    "MLPerf-style figures built from this run's latency cells, so they can sit next to MLPerf "
+    "BERT results: SingleStream-style = p90 latency at batch 1, Offline-style = throughput at "
+    "the largest batch timed. Not an MLPerf submission: no LoadGen (fixed-size batches in a "
+    "timed loop, not LoadGen's query traffic), no MLPerf accuracy target or rules, and this "
+    "run's task, sequence length and minimum duration rather than MLPerf's."
+)
+
+
+@dataclass(frozen=True)
+class MlperfStyleRow:
+    """One engine x scheme (per model, task and sequence length) in MLPerf wording."""
+
+    model: str
+    task: str
+    scheme: str
+    is_peer: bool
+    backend: str
+    precision: str
+    seq: int | None
+    singlestream_p90_ms: float | None  # p90 latency at batch 1 (None: batch 1 not timed)
+    offline_throughput: float | None  # seq/s at the largest batch timed
+    offline_batch: int | None
+
+
+def mlperf_style_rows(latency: Sequence[LatencyRow]) -> list[MlperfStyleRow]:
+    """MLPerf-style SingleStream p90 (b1) and Offline-style throughput (largest batch) per
+    model x task x engine x scheme x sequence length, in the latency rows' order."""
+    groups: dict[tuple, list[LatencyRow]] = {}
+    for row in latency:
+        groups.setdefault((row.model, row.task, row.backend, row.scheme, row.seq), []).append(row)
+    out = []
+    for (model, task, backend, scheme, seq), rows in groups.items():
+        single = next((r for r in rows if r.batch == 1), None)
+        batched = [r for r in rows if r.batch is not None]
+        largest = max(batched, key=lambda r: r.batch or 0) if batched else None
+        out.append(MlperfStyleRow(
+            model=model, task=task, scheme=scheme, is_peer=rows[0].is_peer, backend=backend,
+            precision=rows[0].precision, seq=seq,
+            singlestream_p90_ms=single.p90_ms if single else None,
+            offline_throughput=largest.throughput if largest else None,
+            offline_batch=largest.batch if largest else None))
+    return out

@@ -271,6 +271,15 @@ def _metric_deltas(base: Record, cand: Record) -> tuple[MetricDelta, ...]:
             ref = c or b
             out.append(MetricDelta(name, ref.unit, ref.higher_is_better, b.value if b else None,
                                    c.value if c else None, significant=sig, rule="latency"))
+        # Any other figure of a latency cell (peak / model RSS, load time, GPU memory): compared
+        # as stored, with no significance rule (one measurement each, no spread).
+        skip = set(LATENCY_COMPARED) | {"latency_std_ms", "cov"}
+        others = dict.fromkeys(m.name for m in [*base.metrics, *cand.metrics] if m.name not in skip)
+        for name in others:
+            b, c = base.metric(name), cand.metric(name)
+            ref = c or b
+            out.append(MetricDelta(name, ref.unit, ref.higher_is_better, b.value if b else None,
+                                   c.value if c else None))
         return tuple(out)
     names = list(dict.fromkeys([m.name for m in base.metrics] + [m.name for m in cand.metrics]))
     for name in names:

@@ -265,7 +265,33 @@ def latency(ctx: GroupContext, cell: Cell, variant: Lazy) -> dict[str, Any]:
     details = {"iterations": stats.n, "warmup_iters": stats.warmup_iters, "threads": ctx.threads,
                "method": stats.method, "wall_s": round(stats.wall_s, 3), "engine": engine.get("info", {}),
                **extra, "samples_ms": [round(x, 4) for x in stats.samples_ms]}
-    return {"metrics": stats.to_metrics(), "precision": engine.get("precision", ""), "details": details}
+    metrics, details["resources"] = resource_metrics(engine.get("resources") or {})
+    return {"metrics": stats.to_metrics() + metrics, "precision": engine.get("precision", ""),
+            "details": details}
+
+
+def resource_metrics(resources: dict[str, Any]) -> tuple[list[Metric], dict[str, Any]]:
+    """(metrics, details.resources) from the worker's memory and load-time figures.
+
+    Each of peak_rss_mb, model_rss_mb, load_s and peak_gpu_mem_mb (CUDA only) that the worker
+    measured becomes a lower-is-better metric; one it could not measure keeps its note
+    ("not available on this engine/machine: ...") in ``details.resources.notes``.
+    """
+    from qdqbench.core.memory import NOT_AVAILABLE
+    from qdqbench.engines.resources import RESOURCE_METRICS
+
+    details = dict(resources)
+    notes = dict(details.get("notes") or {})
+    metrics = []
+    for name, unit in RESOURCE_METRICS:
+        value = details.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            metrics.append(Metric(name=name, value=float(value), unit=unit, higher_is_better=False))
+        elif name != "peak_gpu_mem_mb" and name not in notes:
+            notes[name] = f"{NOT_AVAILABLE}: the worker did not report it"
+    if notes:
+        details["notes"] = notes
+    return metrics, details
 
 
 def _timed_target(ctx: GroupContext, cell: Cell, variant: Lazy) -> tuple[Path, str, dict[str, Any]]:
@@ -297,7 +323,9 @@ def fastest_fp32(configs, first_stats, first_engine, measure):
     baseline. A configuration that fails is recorded with its error and left out."""
     def summary(stats, engine, config) -> dict[str, Any]:
         info = engine.get("info", {})
+        res = engine.get("resources") or {}
         return {"mean_ms": round(stats.mean, 4), "p99_ms": round(stats.percentile(99), 4),
+                **{k: res[k] for k in ("load_s", "peak_rss_mb") if k in res},
                 **{key: info.get(source, {}) for key, source in config.facts}}
 
     best = (first_stats, first_engine, configs[0].name)

@@ -17,6 +17,7 @@ import numpy as np
 from qdqbench.config.suite import QATSpec, SchemeSpec
 from qdqbench.core.errors import QdqbenchError
 from qdqbench.core.files import save_atomic, write_json_atomic
+from qdqbench.core.memory import NOT_AVAILABLE, peak_rss_mb
 from qdqbench.run.context import GroupContext, Variant, threads, timing_settings
 
 
@@ -68,6 +69,7 @@ def build(ctx: GroupContext, sname: str) -> Variant:
     settings = qdq_settings(scheme)
     artifacts = ctx.artifacts(sname)
     t0 = time.perf_counter()
+    rss0 = peak_rss_mb()
     n, batches = calibration_batches(ctx, scheme)
     info: dict[str, Any] = {}
     if scheme.recipe == "auto":
@@ -83,9 +85,21 @@ def build(ctx: GroupContext, sname: str) -> Variant:
     amaxes = {name: float(q.amax.max()) for name, q in quantizers(model) if q.mode != "disabled"}
     # The calibrated ranges are an artifact: reviewers compare them across runs and calibrators.
     write_json_atomic(artifacts / "amax.json", amaxes)
+    calibration: dict[str, Any] = {"method": scheme.calibration.method, "samples": n,
+                                   "seconds": round(time.perf_counter() - t0, 3), **data.notes}
+    rss1 = peak_rss_mb()
+    if rss0 is None or rss1 is None:
+        calibration["peak_rss_note"] = f"{NOT_AVAILABLE}: getrusage ru_maxrss not offered"
+    else:
+        # ru_maxrss is the run process's lifetime peak: when an earlier step peaked higher than
+        # calibration did, the growth is 0 and understates it, so it is a lower bound.
+        calibration["peak_rss_mb"] = round(rss1 - rss0, 2)
+        calibration["process_peak_rss_mb"] = round(rss1, 2)
+        calibration["peak_rss_method"] = ("growth of the process's ru_maxrss over the calibration "
+                                          "(a lifetime peak, so a lower bound when an earlier step "
+                                          "peaked higher)")
     info = {
-        "calibration": {"method": scheme.calibration.method, "samples": n,
-                        "seconds": round(time.perf_counter() - t0, 3), **data.notes},
+        "calibration": calibration,
         "quantizers": count_quantizers(model),
         "amax": ctx.paths.rel(artifacts / "amax.json"),
         **info,

@@ -579,3 +579,35 @@ def test_binary_garbage_everywhere_does_not_crash(tmp_path: Path, capsys):
     paths = write_report(run_dir)
     assert "4 lines skipped" in (run_dir / "report.md").read_text(encoding="utf-8") and len(paths) > 2
     assert capsys.readouterr().err.count("warning: ") == 8  # 4 lines, read twice (load, write)
+
+
+def test_mlperf_style_table_and_resource_columns_from_hand_built_records():
+    records = [_lat("fp32", "fp32", "fp32", 1, 10.0, 100.0), _lat("fp32", "fp32", "fp32", 8, 40.0, 200.0),
+               _lat("int8-max", "qdq", "int8", 1, 4.0, 250.0), _lat("int8-max", "qdq", "int8", 8, 20.0, 400.0),
+               _lat("int8-max", "qdq", "int8", 32, 60.0, 533.3), _lat("int8-max", "qdq", "int8", 8, 9.0, 900.0,
+                                                                       backend="openvino")]
+    records[3].metrics.extend([Metric(name="peak_rss_mb", value=412.5, unit="MB", higher_is_better=False),
+                               Metric(name="model_rss_mb", value=87.25, unit="MB", higher_is_better=False),
+                               Metric(name="load_s", value=1.75, unit="s", higher_is_better=False)])
+    report = build_report(records, RUN_INFO)
+    by = {(m.backend, m.scheme): m for m in report.mlperf_style}
+    assert len(report.mlperf_style) == 3  # one row per engine x scheme (x model, task, seq)
+    assert by[("onnxruntime", "fp32")].singlestream_p90_ms == pytest.approx(11.0)  # p90 = 1.1 x mean at b1
+    assert by[("onnxruntime", "fp32")].offline_throughput == 200.0 and by[("onnxruntime", "fp32")].offline_batch == 8
+    int8 = by[("onnxruntime", "int8-max")]
+    assert int8.singlestream_p90_ms == pytest.approx(4.4)
+    assert (int8.offline_throughput, int8.offline_batch) == (533.3, 32)
+    ov = by[("openvino", "int8-max")]
+    assert ov.singlestream_p90_ms is None and ov.offline_batch == 8  # batch 1 not timed there
+    lat = next(r for r in report.latency if r.backend == "onnxruntime" and r.scheme == "int8-max" and r.batch == 8)
+    assert (lat.peak_rss_mb, lat.model_rss_mb, lat.load_s) == (412.5, 87.25, 1.75)
+
+    md = render_markdown(report)
+    assert "MLPerf-style SingleStream p90 (b1)" in md and "Offline-style throughput (largest batch)" in md
+    assert "Not an MLPerf submission" in md and "no LoadGen" in md
+    line = next(ln for ln in md.splitlines() if "int8-max" in ln and "533" in ln and "4.40" in ln)
+    assert "| 32 |" in line.replace(" ", " ")
+    assert "Peak RSS (MB)" in md and "412" in md and "1.75" in md
+    html = render_html(report)
+    assert 'id="mlperf-style-table"' in html and "MLPerf-style SingleStream p90 (b1)" in html
+    assert "Not an MLPerf submission" in html and "Model RSS (MB)" in html

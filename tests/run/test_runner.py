@@ -94,6 +94,23 @@ def test_best_fp32_baseline_and_torch_latency_rows(make_tiny_suite, tmp_path):
         configs = {r["cell"]: r["fp32_config"] for r in csv.DictReader(fh)}
     assert configs[fp32.cell] == chosen and configs["tiny/sst2/int8-max/onnxruntime/latency/b2s16"] == ""
 
+    # Memory and load time of every latency cell, measured in its worker, in records and CSV.
+    latency = [r for r in records.values() if r.kind == "latency" and r.status == "ok"]
+    assert latency
+    for rec in latency:
+        peak, share, load = (rec.metric(n).value for n in ("peak_rss_mb", "model_rss_mb", "load_s"))
+        assert peak >= share > 0 and load > 0, rec.cell
+        assert rec.details["resources"]["baseline_rss_mb"] > 0
+    with (run_dir / "latency.csv").open(encoding="utf-8") as fh:
+        rows = {r["cell"]: r for r in csv.DictReader(fh)}
+    for rec in latency:
+        assert float(rows[rec.cell]["peak_rss_mb"]) == pytest.approx(rec.metric("peak_rss_mb").value)
+        assert float(rows[rec.cell]["load_s"]) > 0 and float(rows[rec.cell]["model_rss_mb"]) > 0
+    assert "Peak RSS (MB)" in report and "MLPerf-style SingleStream p90 (b1)" in report
+    # Calibration's seconds and peak-RSS growth in the quantized scheme's torch accuracy cell.
+    cal = records["tiny/sst2/int8-max/torch/accuracy"].details["calibration"]
+    assert cal["seconds"] > 0 and cal["peak_rss_mb"] >= 0 and "lower bound" in cal["peak_rss_method"]
+
     # The torch model itself, timed in a worker: eager fp32 and the fake-quant variant.
     eager = records["tiny/sst2/fp32/torch/latency/b2s16"]
     fake = records["tiny/sst2/int8-max/torch/latency/b1s16"]
