@@ -94,19 +94,21 @@ def _load(args):
 
 
 def _cells(suite, shard: str | None):
+    """(cells, (K, N) or None, where the shard came from: argument, QDQBENCH_SHARD, kubernetes, slurm)."""
     from qdqbench.config.suite import expand
-    from qdqbench.run.shard import parse_shard, shard_cells
+    from qdqbench.run.shard import resolve_shard, shard_cells
 
     cells = expand(suite)
-    if not shard:
-        return cells, None
-    k, n = parse_shard(shard)
-    return shard_cells(cells, k, n, suite), (k, n)
+    where, source = resolve_shard(shard)
+    if where is None:
+        return cells, None, None
+    k, n = where
+    return shard_cells(cells, k, n, suite), (k, n), source
 
 
 def cmd_ls(args) -> int:
     suite = _load(args)
-    cells, _ = _cells(suite, args.shard)
+    cells, _, _ = _cells(suite, args.shard)
     for c in cells:
         if args.json:
             print(json.dumps({"cell": c.id, "model": c.model, "task": c.task, "scheme": c.scheme,
@@ -155,12 +157,14 @@ def cmd_run(args) -> int:
         suite = load_run_suite(run_dir)
         shard = load_run_info(run_dir).get("shard")
         shard_text = f"{shard['index']}/{shard['count']}" if isinstance(shard, dict) and "index" in shard else None
+        stored_source = shard.get("source") if isinstance(shard, dict) else None
     else:
         if args.suite is None:
             raise QdqbenchError("run: give a suite file, or --resume DIR")
-        suite, suite_path, shard_text = _load(args), args.suite, args.shard
+        suite, suite_path, shard_text, stored_source = _load(args), args.suite, args.shard, None
     try:
-        cells, shard = _cells(suite, shard_text)
+        cells, shard, shard_source = _cells(suite, shard_text)
+        shard_source = stored_source or shard_source
         problems = preflight(suite, fetch=True)
         if problems:
             for p in problems:
@@ -172,7 +176,7 @@ def cmd_run(args) -> int:
             args.log_dir = run_dir
         console.print(f"run folder: {run_dir}")
         summary = Runner(suite, run_dir, suite_path=suite_path, console=console, show_progress=not args.quiet,
-                         cells=cells, shard=shard, locked=True).run()
+                         cells=cells, shard=shard, shard_source=shard_source, locked=True).run()
         paths = _write_report(run_dir, suite.output.formats, console)
         _print_summary(summary, console)
         if summary.interrupted:
