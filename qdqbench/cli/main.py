@@ -56,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
                      help="parent folder for the run folder (default: the suite's output.dir)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     add_shard_argument(run)
+    run.add_argument("--executor", choices=["local", "ray"], default="local",
+                     help="where the model × task groups run: local (this process, default) or ray "
+                          "(one Ray task per group; needs qdqbench[ray])")
+    run.add_argument("--ray-address", metavar="ADDR",
+                     help="with --executor ray: auto or ray://host:port joins a cluster "
+                          "(default: start a local Ray instance)")
     add_fail_on_argument(run, "run")
 
     ls = sub.add_parser("ls", help="print the expanded matrix of a suite (no torch import)")
@@ -104,6 +110,20 @@ def _cells(suite, shard: str | None):
         return cells, None, None
     k, n = where
     return shard_cells(cells, k, n, suite), (k, n), source
+
+
+def _executor(args, suite):
+    """None (in process) or a connected RayExecutor; one line when Ray is missing or unreachable."""
+    if args.executor != "ray":
+        if args.ray_address:
+            raise QdqbenchError("--ray-address needs --executor ray")
+        return None
+    from qdqbench.run.ray_executor import RayExecutor
+
+    spec = suite.executor.ray if suite.executor is not None else None
+    executor = RayExecutor(args.ray_address, spec)
+    executor.connect()
+    return executor
 
 
 def cmd_ls(args) -> int:
@@ -170,13 +190,15 @@ def cmd_run(args) -> int:
             for p in problems:
                 print(p, file=sys.stderr)
             return EXIT_INPUT
+        executor = _executor(args, suite)  # before the run folder: an unreachable cluster is one line
         if lock is None:
             run_dir = new_run_dir(suite, args.out, shard)  # created exclusively, locked at once
             lock = RunLock(run_dir).acquire()
             args.log_dir = run_dir
         console.print(f"run folder: {run_dir}")
         summary = Runner(suite, run_dir, suite_path=suite_path, console=console, show_progress=not args.quiet,
-                         cells=cells, shard=shard, shard_source=shard_source, locked=True).run()
+                         cells=cells, shard=shard, shard_source=shard_source, locked=True,
+                         executor=executor).run()
         paths = _write_report(run_dir, suite.output.formats, console)
         _print_summary(summary, console)
         if summary.interrupted:
