@@ -108,3 +108,15 @@ def test_a_group_that_keeps_dying_becomes_failed_cells(tiny_suite, tmp_path, loc
     assert failed and summary.exit_code == 3
     assert all("Ray worker was lost 2 times" in r["error"] for r in failed)
     assert (tmp_path / "died").read_text() == "2"  # the first try and one retry
+
+
+def test_unreachable_address_is_one_line_and_exit_2(tiny_suite, tmp_path, capsys):
+    if ray.is_initialized():
+        ray.shutdown()
+    out = tmp_path / "runs"
+    rc = main(["run", str(tiny_suite), "--out", str(out), "--quiet", "--executor", "ray",
+               "--ray-address", "ray://127.0.0.1:1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: --ray-address ray://127.0.0.1:1: cannot connect")
+    assert err.count("\n") == 1
+    assert not out.exists() or not list(out.iterdir())  # no run folder was started
