@@ -56,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
                      help="parent folder for the run folder (default: the suite's output.dir)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     add_shard_argument(run)
+    run.add_argument("--executor", choices=["local", "ray"], default="local",
+                     help="where the model × task groups run: local (this process, default) or ray "
+                          "(one Ray task per group; needs qdqbench[ray])")
+    run.add_argument("--ray-address", metavar="ADDR",
+                     help="with --executor ray: auto or ray://host:port joins a cluster "
+                          "(default: start a local Ray instance)")
     add_fail_on_argument(run, "run")
 
     ls = sub.add_parser("ls", help="print the expanded matrix of a suite (no torch import)")
@@ -94,19 +100,35 @@ def _load(args):
 
 
 def _cells(suite, shard: str | None):
+    """(cells, (K, N) or None, where the shard came from: argument, QDQBENCH_SHARD, kubernetes, slurm)."""
     from qdqbench.config.suite import expand
-    from qdqbench.run.shard import parse_shard, shard_cells
+    from qdqbench.run.shard import resolve_shard, shard_cells
 
     cells = expand(suite)
-    if not shard:
-        return cells, None
-    k, n = parse_shard(shard)
-    return shard_cells(cells, k, n, suite), (k, n)
+    where, source = resolve_shard(shard)
+    if where is None:
+        return cells, None, None
+    k, n = where
+    return shard_cells(cells, k, n, suite), (k, n), source
+
+
+def _executor(args, suite):
+    """None (in process) or a connected RayExecutor; one line when Ray is missing or unreachable."""
+    if args.executor != "ray":
+        if args.ray_address:
+            raise QdqbenchError("--ray-address needs --executor ray")
+        return None
+    from qdqbench.run.ray_executor import RayExecutor
+
+    spec = suite.executor.ray if suite.executor is not None else None
+    executor = RayExecutor(args.ray_address, spec)
+    executor.connect()
+    return executor
 
 
 def cmd_ls(args) -> int:
     suite = _load(args)
-    cells, _ = _cells(suite, args.shard)
+    cells, _, _ = _cells(suite, args.shard)
     for c in cells:
         if args.json:
             print(json.dumps({"cell": c.id, "model": c.model, "task": c.task, "scheme": c.scheme,
@@ -155,24 +177,28 @@ def cmd_run(args) -> int:
         suite = load_run_suite(run_dir)
         shard = load_run_info(run_dir).get("shard")
         shard_text = f"{shard['index']}/{shard['count']}" if isinstance(shard, dict) and "index" in shard else None
+        stored_source = shard.get("source") if isinstance(shard, dict) else None
     else:
         if args.suite is None:
             raise QdqbenchError("run: give a suite file, or --resume DIR")
-        suite, suite_path, shard_text = _load(args), args.suite, args.shard
+        suite, suite_path, shard_text, stored_source = _load(args), args.suite, args.shard, None
     try:
-        cells, shard = _cells(suite, shard_text)
+        cells, shard, shard_source = _cells(suite, shard_text)
+        shard_source = stored_source or shard_source
         problems = preflight(suite, fetch=True)
         if problems:
             for p in problems:
                 print(p, file=sys.stderr)
             return EXIT_INPUT
+        executor = _executor(args, suite)  # before the run folder: an unreachable cluster is one line
         if lock is None:
             run_dir = new_run_dir(suite, args.out, shard)  # created exclusively, locked at once
             lock = RunLock(run_dir).acquire()
             args.log_dir = run_dir
         console.print(f"run folder: {run_dir}")
         summary = Runner(suite, run_dir, suite_path=suite_path, console=console, show_progress=not args.quiet,
-                         cells=cells, shard=shard, locked=True).run()
+                         cells=cells, shard=shard, shard_source=shard_source, locked=True,
+                         executor=executor).run()
         paths = _write_report(run_dir, suite.output.formats, console)
         _print_summary(summary, console)
         if summary.interrupted:

@@ -10,9 +10,10 @@ from qdqbench.review.gates import EXAMPLES
 def add_shard_argument(parser) -> None:
     """Add ``--shard K/N`` to an argparse parser (text; ``run.shard.parse_shard`` gives the one-line error)."""
     parser.add_argument(
-        "--shard", metavar="K/N",
+        "--shard", metavar="K/N|auto",
         help="run only shard K of N: whole model × task groups, balanced by expected cost "
-             "(join the run folders with qdqbench merge)",
+             "(join the run folders with qdqbench merge); auto: K/N from QDQBENCH_SHARD, a Kubernetes "
+             "indexed Job (JOB_COMPLETION_INDEX + QDQBENCH_SHARD_COUNT) or a Slurm array",
     )
 
 

@@ -382,6 +382,20 @@ class OutputSpec(_Strict):
     formats: list[Literal["html", "md", "csv"]] = Field(default_factory=lambda: ["html", "md", "csv"])
 
 
+class RayExecutorSpec(_Strict):
+    """Resources of one Ray task (one model × task group) under ``qdqbench run --executor ray``."""
+
+    num_cpus: float = Field(default=1, ge=0)
+    num_gpus: float = Field(default=0, ge=0)
+    max_retries: int = Field(default=2, ge=0)  # attempts after a lost worker, before the group's cells fail
+
+
+class ExecutorSpec(_Strict):
+    """``executor:`` settings per executor; only read by that executor (absent: its defaults)."""
+
+    ray: RayExecutorSpec = Field(default_factory=RayExecutorSpec)
+
+
 def _backend_name(name: str) -> str:
     try:
         return check_backend_name(name)
@@ -405,6 +419,7 @@ class Suite(_Strict):
     accuracy: AccuracySpec = Field(default_factory=AccuracySpec)
     timing: TimingSpec = Field(default_factory=TimingSpec)
     output: OutputSpec = Field(default_factory=OutputSpec)
+    executor: ExecutorSpec | None = None  # optional: resources for --executor ray
     seed: int = 0
 
     @field_validator("backends")

@@ -15,6 +15,7 @@ two engines in one process interfere (a second runtime's thread pool slowed onnx
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -289,6 +290,33 @@ def _kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
+TIMING_LOCK_ENV = "QDQBENCH_TIMING_LOCK"
+
+
+@contextlib.contextmanager
+def timing_lock(path: str | os.PathLike | None = None):
+    """Hold a node-wide exclusive lock (``flock`` on a node-local file) while a timed worker runs.
+
+    The file is ``path``, else ``$QDQBENCH_TIMING_LOCK``; with neither, nothing is locked (a
+    plain run times one cell at a time anyway). Executors that run several groups on one node
+    at once (``--executor ray``) set the variable to a file in the node's own temp folder, so two
+    timed cells never run on the same node at the same time. The kernel releases the lock
+    when its holder dies.
+    """
+    where = path or os.environ.get(TIMING_LOCK_ENV)
+    if not where:
+        yield
+        return
+    import fcntl
+
+    with open(where, "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
 def measure_in_subprocess(backend: str, artifact: Path, precision: str, feeds_npz: Path,
                           settings: TimingSettings, *, threads: int | None,
                           timeout_s: float = 600, options: dict[str, Any] | None = None,
@@ -313,17 +341,18 @@ def measure_in_subprocess(backend: str, artifact: Path, precision: str, feeds_np
         # Own session (process group) so a timeout kills the worker and any children it spawned;
         # the terminal's Ctrl-C reaches only this process, which then kills the group itself. A
         # worker whose parent dies (even by SIGKILL) is killed by the kernel (--parent-pid).
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=thread_env(threads), start_new_session=True)
-        try:
-            _, stderr = proc.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            raise BackendError(f"{backend} worker timed out after {timeout_s:g} s on {artifact}") from None
-        except BaseException:
-            # SIGINT / SIGTERM / an error here: no worker outlives the cell that started it.
-            _kill_group(proc)
-            raise
+        with timing_lock():  # one timed worker at a time on this node when QDQBENCH_TIMING_LOCK is set
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    env=thread_env(threads), start_new_session=True)
+            try:
+                _, stderr = proc.communicate(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc)
+                raise BackendError(f"{backend} worker timed out after {timeout_s:g} s on {artifact}") from None
+            except BaseException:
+                # SIGINT / SIGTERM / an error here: no worker outlives the cell that started it.
+                _kill_group(proc)
+                raise
         result = None
         if out.exists():
             try:

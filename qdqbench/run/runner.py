@@ -105,12 +105,13 @@ class Runner:
     def __init__(self, suite: Suite, run_dir: Path, *, suite_path: Path | None = None,
                  console=None, show_progress: bool = True, cells: list[Cell] | None = None,
                  shard: tuple[int, int] | None = None, locked: bool = False,
-                 executor: Executor | None = None):
+                 executor: Executor | None = None, shard_source: str | None = None):
         self.locked = locked  # the caller already holds the run folder's lock
         self.executor = executor or InProcessExecutor()
         self.suite = suite
         self.cells = cells if cells is not None else expand(suite)
         self.shard = shard
+        self.shard_source = shard_source  # argument | QDQBENCH_SHARD | kubernetes | slurm (--shard auto)
         self.run_dir = Path(run_dir)
         self.paths = RunPaths(self.run_dir)
         self.suite_path = suite_path
@@ -136,7 +137,8 @@ class Runner:
             "state": state,
             "accuracy_bound": {"bound": self.suite.accuracy.bound, "mode": self.suite.accuracy.mode},
             "timing": self.suite.timing.model_dump() | {"threads_used": self._threads()},
-            "shard": {"index": self.shard[0], "count": self.shard[1]} if self.shard else None,
+            "shard": ({"index": self.shard[0], "count": self.shard[1], "source": self.shard_source or "argument"}
+                      if self.shard else None),
             "cells": len(self.cells),
             **environment(),
         }

@@ -127,3 +127,82 @@ def shard_loads(cells: Sequence[Cell], n: int, suite: Suite | None = None,
         groups = {group_key(c) for c in part}
         loads[k - 1] = sum(cost_of(c) for c in part) + GROUP_SECONDS * len(groups)
     return loads
+
+
+# --------------------------------------------------------------------------- --shard auto
+
+AUTO = "auto"
+SHARD_ENV = "QDQBENCH_SHARD"  # K/N (1-based), e.g. set from a GitHub Actions matrix
+SHARD_COUNT_ENV = "QDQBENCH_SHARD_COUNT"  # N, beside Kubernetes' JOB_COMPLETION_INDEX
+AUTO_VARIABLES = (f"{SHARD_ENV}=K/N, JOB_COMPLETION_INDEX with {SHARD_COUNT_ENV} (or JOB_COMPLETIONS), "
+                  "SLURM_ARRAY_TASK_ID with SLURM_ARRAY_TASK_COUNT")
+
+
+def _whole(env, name: str) -> int:
+    text = str(env.get(name, "")).strip()
+    if not re.fullmatch(r"\d+", text):
+        raise QdqbenchError(f"--shard auto: {name}='{env.get(name, '')}' is not a whole number")
+    return int(text)
+
+
+def shard_from_environment(env) -> tuple[int, int, str]:
+    """``--shard auto``: (K, N, source) from a scheduler's environment variables, K 1-based.
+
+    Checked in this order, the first that is set wins:
+
+    * ``QDQBENCH_SHARD=K/N`` (a GitHub Actions matrix, or any scheduler by hand);
+    * Kubernetes indexed Job: ``JOB_COMPLETION_INDEX`` (0-based) with ``QDQBENCH_SHARD_COUNT``
+      or ``JOB_COMPLETIONS`` (either set in the manifest to ``spec.completions``);
+    * Slurm job array: ``SLURM_ARRAY_TASK_ID`` with ``SLURM_ARRAY_TASK_COUNT``; the index is taken
+      relative to ``SLURM_ARRAY_TASK_MIN`` (``--array=1-4`` and ``--array=0-3`` both give 1..4);
+      an array with a step or gaps (``--array=0,2,7``) is refused: its ids are not 0..N-1.
+
+    Raises a one-line QdqbenchError naming the variables when none is set or they disagree.
+    """
+    if str(env.get(SHARD_ENV, "")).strip():
+        text = env[SHARD_ENV]
+        m = _SHARD_RE.match(str(text))
+        if not m:
+            raise QdqbenchError(f"--shard auto: {SHARD_ENV}='{text}': expected K/N, e.g. 2/4")
+        k, n = int(m.group(1)), int(m.group(2))
+        if not 1 <= k <= n:
+            raise QdqbenchError(f"--shard auto: {SHARD_ENV}='{text}': K must be between 1 and N")
+        return k, n, SHARD_ENV
+    if str(env.get("JOB_COMPLETION_INDEX", "")).strip():
+        index = _whole(env, "JOB_COMPLETION_INDEX")
+        count_var = next((v for v in (SHARD_COUNT_ENV, "JOB_COMPLETIONS") if str(env.get(v, "")).strip()), None)
+        if count_var is None:
+            raise QdqbenchError(f"--shard auto: JOB_COMPLETION_INDEX is set but neither {SHARD_COUNT_ENV} "
+                                "nor JOB_COMPLETIONS gives the Job's completions")
+        n = _whole(env, count_var)
+        if not 0 <= index < n:
+            raise QdqbenchError(f"--shard auto: JOB_COMPLETION_INDEX={index} is not below {count_var}={n}")
+        return index + 1, n, "kubernetes"
+    if str(env.get("SLURM_ARRAY_TASK_ID", "")).strip():
+        task = _whole(env, "SLURM_ARRAY_TASK_ID")
+        if not str(env.get("SLURM_ARRAY_TASK_COUNT", "")).strip():
+            raise QdqbenchError("--shard auto: SLURM_ARRAY_TASK_ID is set without SLURM_ARRAY_TASK_COUNT")
+        n = _whole(env, "SLURM_ARRAY_TASK_COUNT")
+        low = _whole(env, "SLURM_ARRAY_TASK_MIN") if str(env.get("SLURM_ARRAY_TASK_MIN", "")).strip() else 0
+        if str(env.get("SLURM_ARRAY_TASK_MAX", "")).strip():
+            high = _whole(env, "SLURM_ARRAY_TASK_MAX")
+            if high - low + 1 != n:
+                raise QdqbenchError(f"--shard auto: the Slurm array {low}-{high} has {n} tasks, not {high - low + 1}: "
+                                    "use a contiguous array without a step (--array=1-N)")
+        if n < 1 or not 0 <= task - low < n:
+            raise QdqbenchError(f"--shard auto: SLURM_ARRAY_TASK_ID={task} is outside the array "
+                                f"(SLURM_ARRAY_TASK_MIN={low}, SLURM_ARRAY_TASK_COUNT={n})")
+        return task - low + 1, n, "slurm"
+    raise QdqbenchError(f"--shard auto: no scheduler variable is set (one of {AUTO_VARIABLES})")
+
+
+def resolve_shard(text: str | None, env=None) -> tuple[tuple[int, int] | None, str | None]:
+    """``--shard`` text → ((K, N) or None, source): 'auto' reads the environment, else ``parse_shard``."""
+    import os
+
+    if not text:
+        return None, None
+    if str(text).strip().lower() == AUTO:
+        k, n, source = shard_from_environment(os.environ if env is None else env)
+        return (k, n), source
+    return parse_shard(text), "argument"

@@ -291,16 +291,19 @@ def test_squad_runs_end_to_end_on_a_tiny_qa_model(tiny_checkpoint, tmp_path):
     assert eng.precision == "int8" and "changed_vs_torch" in eng.details
 
 
-def test_shard_runs_only_its_cells_and_gates_fail_the_run(tiny_suite, tmp_path):
+def test_shard_runs_only_its_cells_and_gates_fail_the_run(tiny_suite, tmp_path, monkeypatch):
     out = tmp_path / "runs"
+    # --shard auto as a Kubernetes indexed Job of one completion sees it.
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "0")
+    monkeypatch.setenv("QDQBENCH_SHARD_COUNT", "1")
     # A 0-point drop bound with a quantized model: the gate is evaluated on stored verdicts.
-    rc = main(["run", str(tiny_suite), "--out", str(out), "--quiet", "--shard", "1/1",
+    rc = main(["run", str(tiny_suite), "--out", str(out), "--quiet", "--shard", "auto",
                "--fail-on", "failed-cells>0"])
     assert rc == 0
     (run_dir,) = list(out.iterdir())
     assert run_dir.name.endswith("-shard1of1")
     info = json.loads((run_dir / "run.json").read_text())
-    assert info["shard"] == {"index": 1, "count": 1}
+    assert info["shard"] == {"index": 1, "count": 1, "source": "kubernetes"}
     assert main(["run", str(tiny_suite), "--out", str(out), "--quiet", "--fail-on", "latency-p99+5%"]) == 2
 
 

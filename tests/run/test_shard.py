@@ -13,7 +13,9 @@ from qdqbench.run.shard import (
     estimate_cost,
     group_key,
     parse_shard,
+    resolve_shard,
     shard_cells,
+    shard_from_environment,
     shard_loads,
 )
 
@@ -134,3 +136,62 @@ def test_parse_shard_errors(text, message):
 def test_shard_cells_checks_k_and_n():
     with pytest.raises(QdqbenchError):
         shard_cells([], 3, 2)
+
+
+# --------------------------------------------------------------------------- --shard auto
+
+@pytest.mark.parametrize("env, expected", [
+    ({"QDQBENCH_SHARD": "2/4"}, (2, 4, "QDQBENCH_SHARD")),  # a GitHub Actions matrix
+    ({"QDQBENCH_SHARD": " 1 / 1 "}, (1, 1, "QDQBENCH_SHARD")),
+    ({"JOB_COMPLETION_INDEX": "0", "QDQBENCH_SHARD_COUNT": "4"}, (1, 4, "kubernetes")),
+    ({"JOB_COMPLETION_INDEX": "3", "JOB_COMPLETIONS": "4"}, (4, 4, "kubernetes")),
+    ({"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "0"}, (1, 4, "slurm")),
+    # --array=1-4: ids 1..4 are shards 1..4
+    ({"SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "1",
+      "SLURM_ARRAY_TASK_MAX": "4"}, (4, 4, "slurm")),
+    ({"SLURM_ARRAY_TASK_ID": "12", "SLURM_ARRAY_TASK_COUNT": "3", "SLURM_ARRAY_TASK_MIN": "10"}, (3, 3, "slurm")),
+    # the explicit variable wins over a scheduler's
+    ({"QDQBENCH_SHARD": "1/2", "SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "2"}, (1, 2, "QDQBENCH_SHARD")),
+])
+def test_shard_from_environment(env, expected):
+    assert shard_from_environment(env) == expected
+
+
+@pytest.mark.parametrize("env, message", [
+    ({}, "no scheduler variable is set"),
+    ({"QDQBENCH_SHARD": "3/2"}, "K must be between 1 and N"),
+    ({"QDQBENCH_SHARD": "two"}, "expected K/N"),
+    ({"JOB_COMPLETION_INDEX": "0"}, "neither QDQBENCH_SHARD_COUNT nor JOB_COMPLETIONS"),
+    ({"JOB_COMPLETION_INDEX": "4", "QDQBENCH_SHARD_COUNT": "4"}, "is not below QDQBENCH_SHARD_COUNT=4"),
+    ({"JOB_COMPLETION_INDEX": "x", "QDQBENCH_SHARD_COUNT": "4"}, "JOB_COMPLETION_INDEX='x' is not a whole number"),
+    ({"SLURM_ARRAY_TASK_ID": "1"}, "without SLURM_ARRAY_TASK_COUNT"),
+    ({"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "1"}, "outside the array"),
+    # --array=0-6:2 (ids 0,2,4,6): 4 tasks over 7 ids
+    ({"SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "0",
+      "SLURM_ARRAY_TASK_MAX": "6"}, "contiguous array"),
+])
+def test_shard_from_environment_errors(env, message):
+    with pytest.raises(QdqbenchError, match=message) as exc:
+        shard_from_environment(env)
+    assert "\n" not in str(exc.value) and str(exc.value).startswith("--shard auto:")
+
+
+def test_resolve_shard():
+    assert resolve_shard(None) == (None, None)
+    assert resolve_shard("2/3") == ((2, 3), "argument")
+    assert resolve_shard("auto", {"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "2"}) == ((2, 2), "slurm")
+
+
+def test_ls_shard_auto(tiny_suite, monkeypatch, capsys):
+    from qdqbench.cli.main import main
+
+    monkeypatch.setenv("QDQBENCH_SHARD", "1/1")
+    assert main(["ls", str(tiny_suite), "--shard", "auto"]) == 0
+    all_cells = capsys.readouterr().out.split()
+    assert all_cells and all("/" in c for c in all_cells)
+    monkeypatch.delenv("QDQBENCH_SHARD")
+    for var in ("JOB_COMPLETION_INDEX", "SLURM_ARRAY_TASK_ID"):
+        monkeypatch.delenv(var, raising=False)
+    assert main(["ls", str(tiny_suite), "--shard", "auto"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "QDQBENCH_SHARD" in err and "SLURM_ARRAY_TASK_ID" in err
