@@ -207,12 +207,32 @@ class Comparison:
             return f"{side} has no run.json: its machine is unknown"
         from qdqbench.engines import split_backend
 
+        nodes = self._latency_nodes(backend)
+        if nodes is not None:
+            return nodes
         engine = split_backend(backend)[0]  # "tensorrt@fp16" depends on what "tensorrt" does
         keys = [d for d in self.environment if "*" in d.affects or engine in d.affects]
         if not keys:
             return None
         return "; ".join(f"{d.key} {d.base or '—'} vs {d.cand or '—'}" for d in keys[:3]) + (
             f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+    def _latency_nodes(self, backend: str) -> str | None:
+        """Why ``backend``'s latency cells ran on different nodes in the two runs, or None.
+
+        A distributed run records ``details.node`` per cell (run.json describes only the driver's
+        machine); a cell timed on another node is a different machine, as compare treats one.
+        """
+        def node(r: Record) -> str:
+            return str(r.details.get("node") or "the run's own machine")
+
+        moved = [(cd.cell, node(cd.base), node(cd.cand)) for cd in self.cells
+                 if cd.kind == "latency" and cd.backend == backend and node(cd.base) != node(cd.cand)]
+        if not moved:
+            return None
+        cell, b, c = moved[0]
+        more = f" and {len(moved) - 1} more cells" if len(moved) > 1 else ""
+        return f"latency measured on different nodes ({cell}: {b} vs {c}{more})"
 
     @property
     def incomparable_backends(self) -> dict[str, str]:

@@ -379,3 +379,25 @@ def test_a_partial_merge_is_flagged(tmp_path, capsys):
     assert line in (cand / "compare.md").read_text(encoding="utf-8")
     assert 'id="partial-0"' in (cand / "compare.html").read_text(encoding="utf-8")
     assert json.loads((cand / "compare.json").read_text(encoding="utf-8"))["partial_runs"] == [line]
+
+
+def test_latency_from_different_nodes_is_not_comparable():
+    """A distributed run records each cell's node; a cell timed on another node is another machine."""
+    def on(node: str | None, records: list[Record]) -> list[Record]:
+        return [r.model_copy(update={"details": {**r.details, "node": node}}) if node and r.kind == "latency"
+                else r for r in records]
+
+    same = build_comparison(on("gpu-01", base_records()), info("a"), on("gpu-01", base_records()), info("b"))
+    assert same.incomparable_backends == {}
+    moved = build_comparison(on("gpu-01", base_records()), info("a"), on("gpu-02", base_records()), info("b"))
+    reason = moved.latency_incomparable("onnxruntime")
+    assert reason is not None and "different nodes" in reason and "gpu-01 vs gpu-02" in reason
+    assert set(moved.incomparable_backends) == {"onnxruntime", "openvino"}
+    # A distributed run against a single-machine run: the nodes differ too.
+    mixed = build_comparison(base_records(), info("a"), on("gpu-02", base_records()), info("b"))
+    assert "the run's own machine vs gpu-02" in mixed.latency_incomparable("onnxruntime")
+    # Gates skip those cells (not checked) unless --force, as for any machine change.
+    from qdqbench.review.gates import check_compare_gates, parse_gates
+
+    (outcome,) = check_compare_gates(moved, parse_gates(["latency-mean+5%"], "compare"))
+    assert outcome.checked == 0 and outcome.skipped
