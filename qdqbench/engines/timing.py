@@ -320,12 +320,15 @@ def timing_lock(path: str | os.PathLike | None = None):
 def measure_in_subprocess(backend: str, artifact: Path, precision: str, feeds_npz: Path,
                           settings: TimingSettings, *, threads: int | None,
                           timeout_s: float = 600, options: dict[str, Any] | None = None,
+                          profile_iters: int = 0,
                           ) -> tuple[LatencyStats, dict[str, Any]]:
-    """Time one engine in a fresh worker process; returns (stats, {"precision", "info", "resources"}).
+    """Time one engine in a fresh worker process; returns (stats, {"precision", "info",
+    "resources", "op_profile"}).
 
     ``options`` are extra keyword arguments for the backend's ``prepare`` (JSON-serialisable, e.g.
-    ``{"transformer_fusion": True}``). A failing, crashing or hanging worker raises BackendError
-    with one line.
+    ``{"transformer_fusion": True}``). ``profile_iters`` > 0: after the timed loop the worker
+    profiles that many extra inferences per op (``engines.profile``). A failing, crashing or
+    hanging worker raises BackendError with one line; a failing profile does not.
     """
     artifact, feeds_npz = Path(artifact), Path(feeds_npz)
     with tempfile.TemporaryDirectory(prefix="qdqbench-worker-") as tmp:
@@ -338,6 +341,8 @@ def measure_in_subprocess(backend: str, artifact: Path, precision: str, feeds_np
             cmd += ["--threads", str(threads)]
         if options:
             cmd += ["--options", json.dumps(options)]
+        if profile_iters:
+            cmd += ["--profile-iters", str(int(profile_iters))]
         # Own session (process group) so a timeout kills the worker and any children it spawned;
         # the terminal's Ctrl-C reaches only this process, which then kills the group itself. A
         # worker whose parent dies (even by SIGKILL) is killed by the kernel (--parent-pid).
@@ -366,4 +371,4 @@ def measure_in_subprocess(backend: str, artifact: Path, precision: str, feeds_np
             raise BackendError(f"{backend} worker failed on {artifact}: {why}")
     stats = LatencyStats.from_dict(result["stats"])
     return stats, {"precision": result["precision"], "info": result["info"],
-                   "resources": result.get("resources", {})}
+                   "resources": result.get("resources", {}), "op_profile": result.get("op_profile")}
