@@ -18,6 +18,7 @@ model is timed alone, so its weights stay hot in cache: the floor is optimistic,
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -135,8 +136,6 @@ def gemm_floor(source_onnx: Path, backend: str, precision: str, batch: int, seq:
     cache_dir = Path(cache_dir)
     tag = json.dumps({"backend": backend, "options": options or {}, "threads": threads,
                       "settings": settings.to_dict()}, sort_keys=True)
-    import hashlib
-
     key = hashlib.sha256(tag.encode()).hexdigest()[:10]
     timed: dict[tuple[int, int, int], float] = {}
     gemms = []
