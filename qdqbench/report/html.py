@@ -15,6 +15,7 @@ import base64
 import hashlib
 
 from qdqbench import __version__
+from qdqbench.report import timeshare
 from qdqbench.report.charts import throughput_chart_svg
 from qdqbench.report.html_views import (
     PEER_BADGE,
@@ -25,7 +26,6 @@ from qdqbench.report.html_views import (
     peers_block,
     scheme_td,
 )
-from qdqbench.report import timeshare
 from qdqbench.report.htmlparts import (
     esc,
     num_td,

@@ -22,6 +22,7 @@ from typing import Any
 
 from qdqbench.core.results import Record
 from qdqbench.engines.profile import CATEGORIES
+
 CATEGORY_TITLES = {"matmul": "GEMMs", "attention": "attention", "layernorm": "LayerNorm",
                    "gelu": "GELU", "softmax": "softmax", "qdq": "Q/DQ", "other": "rest"}
 

@@ -22,15 +22,16 @@ def _lat(scheme: str, kind: str, times: list[OpTime] | None, *, backend="onnxrun
                   details=details)
 
 
-INT8 = [OpTime("MatMulIntegerToFloat", 6.0, "int8", input_ranks=(3, 0)), OpTime("QLinearMatMul", 1.0, "int8", input_ranks=(4, 4)),
+INT8 = [OpTime("MatMulIntegerToFloat", 6.0, "int8", input_ranks=(3, 0)),
+        OpTime("QLinearMatMul", 1.0, "int8", input_ranks=(4, 4)),
         OpTime("Softmax", 0.5, "fp32"), OpTime("LayerNormalization", 0.5, "fp32"), OpTime("BiasGelu", 0.5, "fp32"),
         OpTime("QuantizeLinear", 1.0, "fp32"), OpTime("Add", 0.5, "fp32")]
 FP32 = [OpTime("MatMul", 20.0, "fp32", input_ranks=(3, 2)), OpTime("Softmax", 2.0, "fp32"), OpTime("Add", 2.0, "fp32")]
 
 
 def test_fp32_rows_come_first_next_to_their_int8_rows():
-    recs = [_lat("int8-max", "ptq", INT8), _lat("fp32", "fp32", FP32), _lat("int8-max", "ptq", INT8, backend="openvino"),
-            _lat("fp32", "fp32", FP32, backend="openvino")]
+    recs = [_lat("int8-max", "ptq", INT8), _lat("fp32", "fp32", FP32),
+            _lat("int8-max", "ptq", INT8, backend="openvino"), _lat("fp32", "fp32", FP32, backend="openvino")]
     table = timeshare.where_time_goes(recs)
     assert [(r[2], r[5]) for r in table.rows] == [("onnxruntime", "fp32"), ("onnxruntime", "int8-max"),
                                                   ("openvino", "fp32"), ("openvino", "int8-max")]
