@@ -160,3 +160,39 @@ def test_this_machine_records_energy_or_why(tmp_path):
     meter = energy.meter_for(False)
     out = meter.result(0, 1)
     assert out["status"] == NOT_AVAILABLE and out["why"].startswith(NOT_AVAILABLE)
+
+
+def test_nvml_meter_reads_millijoules_around_the_loop(monkeypatch):
+    import sys
+    import types
+
+    # mJ since driver load: one reading when the meter checks the counter, then 4 J over the loop.
+    readings = iter([999, 1_000_000, 1_004_000])
+    fake = types.SimpleNamespace(
+        nvmlInit=lambda: None, nvmlDeviceGetHandleByIndex=lambda i: ("gpu", i),
+        nvmlDeviceGetHandleByUUID=lambda u: ("gpu", u),
+        nvmlDeviceGetTotalEnergyConsumption=lambda h: next(readings, 0))
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    meter = energy.meter_for(True)
+    meter.start()
+    meter.stop()
+    out = meter.result(iterations=8, batch=2)
+    assert out["status"] == "ok" and out["joules"] == pytest.approx(4.0)
+    assert out["joules_per_inference"] == pytest.approx(0.5) and "NVML" in out["counter"]
+    assert "device-wide" in out["scope"]
+
+
+def test_nvml_without_the_counter_says_why(monkeypatch):
+    import sys
+    import types
+
+    def unsupported(handle):
+        raise RuntimeError("NVML_ERROR_NOT_SUPPORTED")
+
+    fake = types.SimpleNamespace(nvmlInit=lambda: None, nvmlDeviceGetHandleByIndex=lambda i: i,
+                                 nvmlDeviceGetTotalEnergyConsumption=unsupported)
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    out = energy.meter_for(True).result(5, 1)
+    assert out["status"] == NOT_AVAILABLE and "NOT_SUPPORTED" in out["why"]
