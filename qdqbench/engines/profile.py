@@ -91,11 +91,14 @@ _LOWER = {k.lower(): v for k, v in OP_CATEGORY.items()}
 
 def categorize(op: str, *, input_ranks: Iterable[int] = (), name: str = "") -> str:
     """The report category of one op (see the module notes for the rules)."""
-    cat = OP_CATEGORY.get(op) or _LOWER.get(op.lower())
     low_op = op.lower()
+    cat = OP_CATEGORY.get(op) or _LOWER.get(low_op)
     if cat is None and (low_op.startswith(MATMUL_PREFIXES) or any(k in low_op for k in GEMM_WORDS)):
         cat = "matmul"
-    if cat == "matmul" and sum(1 for r in input_ranks if r >= 3) >= 2:
+    # OpenVINO's FullyConnected is a weight GEMM by definition (its dequantization scales can be
+    # rank-3 inputs, which the rank rule would take for a second activation).
+    if (cat == "matmul" and not low_op.startswith("fullyconnected")
+            and sum(1 for r in input_ranks if r >= 3) >= 2):
         return "attention"
     if cat is not None:
         return cat
