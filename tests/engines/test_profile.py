@@ -61,7 +61,8 @@ def tiny(tmp_path_factory) -> dict[str, Path]:
     ("FullyConnectedQuantizedLegacy", (3, 2), "", "matmul"),
     ("FullyConnectedQuantizedLegacy", (3, 2, 3, 3), "", "matmul"),  # rank-3 scales: still a GEMM  # a typed op never reads name hints
     ("aten::addmm", (2, 2, 2), "", "matmul"),
-    ("Myelin", (), "{ForeignNode[/l0/attention/self/MatMul.../l0/attention/self/Softmax]}", "attention"),
+    ("Myelin", (), "{ForeignNode[/l0/attention/self/MatMul.../l0/attention/self/Softmax]}",
+     "attention"),
     ("Myelin", (), "{ForeignNode[/l0/attention/self/MatMul.../l0/output/LayerNorm/Add]}", "other"),
     ("CaskGemmMatrixMultiply", (2, 2), "", "matmul"),
     ("aten::bmm", (3, 3), "", "attention"),
