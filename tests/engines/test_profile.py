@@ -56,10 +56,10 @@ def tiny(tmp_path_factory) -> dict[str, Path]:
     ("Eltwise", (), "/bert/encoder/layer.0/intermediate/intermediate_act_fn/Erf", "gelu"),
     ("Subgraph", (), "/encoder/layer.0/attention/output/LayerNorm/Add", "layernorm"),
     ("Eltwise", (), "/encoder/layer.0/output/Add", "other"),
-    ("Reshape", (), "softmax_reshape", "other"),
+    ("Reshape", (), "softmax_reshape", "other"),  # a typed op never reads name hints
     ("Subgraph", (), "/bert/encoder/layer.0/attention/self/Transpose_3", "attention"),  # OV MHA
     ("FullyConnectedQuantizedLegacy", (3, 2), "", "matmul"),
-    ("FullyConnectedQuantizedLegacy", (3, 2, 3, 3), "", "matmul"),  # rank-3 scales: still a GEMM  # a typed op never reads name hints
+    ("FullyConnectedQuantizedLegacy", (3, 2, 3, 3), "", "matmul"),  # rank-3 scales: still a GEMM
     ("aten::addmm", (2, 2, 2), "", "matmul"),
     ("Myelin", (), "{ForeignNode[/l0/attention/self/MatMul.../l0/attention/self/Softmax]}",
      "attention"),
