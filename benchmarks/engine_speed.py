@@ -406,20 +406,52 @@ def bf16_supported() -> tuple[bool, list[str]]:
     return "BF16" in caps, caps
 
 
+# Options that choose an fp32 graph rewrite, not the engine's GEMM kernels: left out of the floor.
+_GRAPH_OPTIONS = ("transformer_fusion", "num_heads", "hidden_size")
+PROFILE_ITERS = 5
+
+
+def floor_columns(spec: RowSpec, artifact: Path, batch: int, settings: Any, threads: int,
+                  cache: Path) -> dict[str, Any]:
+    """The engine's own GEMM floor at this row's shape (qdqbench.engines.floor), or why not."""
+    from qdqbench.core.errors import QdqbenchError
+    from qdqbench.engines.floor import FLOOR_PRECISIONS, gemm_floor
+
+    if spec.precision not in FLOOR_PRECISIONS:
+        return {"floor_error": f"no GEMM floor for {spec.precision} (fp32 and int8 only)"}
+    options = {k: v for k, v in spec.options.items() if k not in _GRAPH_OPTIONS}
+    try:
+        f = gemm_floor(artifact, spec.engine, spec.precision, batch, SEQ, settings, threads=threads,
+                       options=options or None, cache_dir=cache)
+    except QdqbenchError as exc:
+        return {"floor_error": str(exc).splitlines()[0]}
+    flops = sum(2.0 * g["m"] * g["k"] * g["n"] * g["count"] for g in f["gemms"])
+    return {"gemm_floor_ms": f["floor_ms"], "gemm_floor_gops": flops / (f["floor_ms"] / 1e3) / 1e9,
+            "gemm_floor": f}
+
+
 def time_row(spec: RowSpec, artifact: Path, feeds: Path, batch: int, settings: Any,
-             threads: int) -> dict[str, Any]:
-    """Time one row in a fresh worker process; a failure becomes a row with status 'failed'."""
+             threads: int, cpu_flags: list[str] | None = None, floor_cache: Path | None = None) -> dict[str, Any]:
+    """Time one row in a fresh worker process; a failure becomes a row with status 'failed'.
+
+    Besides the latency: the worker's peak RSS, the model's share of it and the load seconds, the
+    ONNX file size, the per-op profile's shares, the CPU flags the figure was measured with and,
+    with ``floor_cache``, the engine's own GEMM floor at this shape and the row's distance to it.
+    """
     from qdqbench.core.errors import QdqbenchError
     from qdqbench.engines.timing import measure_in_subprocess
 
     row: dict[str, Any] = {"id": spec.id, "label": spec.label, "engine": spec.engine,
                            "variant": spec.variant, "requested_precision": spec.precision,
                            "batch": batch, "seq": SEQ, "threads": threads, "options": spec.options,
-                           "artifact": artifact.name, "loadavg_before": list(os.getloadavg())}
+                           "artifact": artifact.name, "loadavg_before": list(os.getloadavg()),
+                           "cpu_flags": list(cpu_flags or []),
+                           "onnx_mb": round(artifact.stat().st_size / 1e6, 3) if artifact.exists() else None}
     t0 = time.perf_counter()
     try:
         stats, engine = measure_in_subprocess(spec.engine, artifact, spec.precision, feeds, settings,
-                                              threads=threads, options=spec.options or None)
+                                              threads=threads, options=spec.options or None,
+                                              profile_iters=PROFILE_ITERS)
     except QdqbenchError as exc:
         row.update(status="failed", error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         return row
@@ -437,6 +469,16 @@ def time_row(spec: RowSpec, artifact: Path, feeds: Path, batch: int, settings: A
         matmuls_float=matmul_coverage(spec.engine, info)[1],
         engine_info=info, samples_ms=[round(x, 4) for x in stats.samples_ms],
     )
+    res = engine.get("resources") or {}
+    row.update({k: res.get(k) for k in ("peak_rss_mb", "model_rss_mb", "load_s")})
+    row["energy"] = res.get("energy")
+    prof = engine.get("op_profile") or {}
+    row["op_shares"] = prof.get("shares") if prof.get("status") == "ok" else None
+    row["op_profile"] = prof
+    if floor_cache is not None:
+        row.update(floor_columns(spec, artifact, batch, settings, threads, floor_cache))
+        if row.get("gemm_floor_ms"):
+            row["x_floor"] = stats.mean / row["gemm_floor_ms"]
     warnings = []
     if spec.options.get("transformer_fusion"):
         ops = info.get("fused_ops", {})
@@ -563,6 +605,10 @@ def overhead_check(rows: list[dict[str, Any]], overhead: dict[str, Any]) -> dict
 # --------------------------------------------------------------------------- output
 
 
+def _share(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.0f}%"
+
+
 def _fmt(x: Any, digits: int = 2) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "–"
@@ -590,12 +636,14 @@ def render_markdown(result: dict[str, Any]) -> str:
               f"load average at start {result['loadavg_start'][0]:.2f}, at end {result['loadavg_end'][0]:.2f}",
               ""]
     lines += ["| row | precision (effective) | batch | mean ms | median ms | p90 ms | p99 ms | seq/s | CoV "
-              "| iters | × best fp32 | int/float matmuls | engine graph |",
-              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+              "| iters | × best fp32 | int/float matmuls | peak RSS MB | ONNX MB | load s | GEMM floor ms "
+              "| × floor | floor GOPS | GEMM share | CPU flags | engine graph |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+              "| ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
     for r in rows:
         if r.get("status") != "ok":
             lines.append(f"| {r['label']} | {r.get('precision', '–')} | {r['batch']} | "
-                         f"{r['status']}: {r.get('error', '')} |  |  |  |  |  |  |  |  |  |")
+                         f"{r['status']}: {r.get('error', '')} |" + "  |" * 17)
             continue
         best = _fastest(rows, ["ort-fp32", "ort-fp32-fused"], r["batch"])
         speedup = best["mean_ms"] / r["mean_ms"] if best else None
@@ -604,7 +652,11 @@ def render_markdown(result: dict[str, Any]) -> str:
             f"| {r['label']} | {r['precision']} | {r['batch']} | {_fmt(r['mean_ms'])} | {_fmt(r['median_ms'])} | "
             f"{_fmt(r['p90_ms'])} | {_fmt(r['p99_ms'])} | {_fmt(r['throughput_seq_s'], 1)} | "
             f"{_fmt(r['cov'], 3)} | {r['iterations']} | {_fmt(speedup)} | "
-            f"{r['matmuls_integer']}/{r['matmuls_float']} | {r['fused_ops']}{warn} |")
+            f"{r['matmuls_integer']}/{r['matmuls_float']} | {_fmt(r.get('peak_rss_mb'), 0)} | "
+            f"{_fmt(r.get('onnx_mb'), 1)} | {_fmt(r.get('load_s'))} | {_fmt(r.get('gemm_floor_ms'))} | "
+            f"{_fmt(r.get('x_floor'))} | {_fmt(r.get('gemm_floor_gops'), 1)} | "
+            f"{_share((r.get('op_shares') or {}).get('matmul'))} | "
+            f"{' '.join(r.get('cpu_flags') or []) or '–'} | {r['fused_ops']}{warn} |")
     lines += ["", "## Target checks", ""]
     for c in checks:
         lines.append(f"- **{c['status']}** — {c['name']} (batch {c['batch']}): {c['detail']}"
@@ -647,6 +699,15 @@ def render_markdown(result: dict[str, Any]) -> str:
               f"(≤ {t['max_duration_s']} s); one perf_counter_ns pair per iteration.",
               "- Speedups: ratio of mean latencies at the same batch, measured in this run. \"ORT fp32 best\" is "
               "the faster of plain ORT_ENABLE_ALL and transformer-fused; both are in the table.",
+              "- Footprint: peak RSS = the worker's ru_maxrss after prepare + timing; ONNX MB = the file's "
+              "size; load s = the engine's prepare() (session creation / compile).",
+              "- GEMM floor: the engine's own INT8 / fp32 GEMM at the model's linear-layer GEMM shapes "
+              "(one-MatMul ONNX models, INT8 as Q/DQ around MatMul like the exports, same worker and "
+              "threads), summed over the model's GEMMs (`qdqbench.engines.floor`); × floor = mean / floor; "
+              "floor GOPS = the model's GEMM work over the floor. GEMM share = the matmul share of the "
+              f"engine's own per-op profile ({PROFILE_ITERS} extra iterations after the timed ones).",
+              "- CPU flags: the SIMD flags of the machine each figure was measured on (VNNI / AMX / bf16 "
+              "change the INT8 and bf16 numbers most).",
               ""]
     return "\n".join(lines)
 
@@ -678,6 +739,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="time OpenVINO bf16: when the CPU reports BF16 (auto), always, or never")
     p.add_argument("--only", default=None,
                    help="comma-separated row ids to time (default: all); the checks use what ran")
+    p.add_argument("--no-floor", action="store_true",
+                   help="skip the GEMM-floor columns (one-MatMul models timed per engine, precision and shape)")
     p.add_argument("--tiny-model", action="store_true",
                    help="a 2-layer 128-wide model instead of BERT-base: plumbing check only")
     return p
@@ -736,7 +799,9 @@ def main(argv: list[str] | None = None) -> int:
                 result["rows"].append(skipped_row(spec, batch, why, "fp32" if not has_bf16 else "bf16"))
                 continue
             _log(f"timing {spec.id} at batch {batch}")
-            row = time_row(spec, artifacts / f"{spec.variant}.onnx", feeds[batch], batch, settings, args.threads)
+            row = time_row(spec, artifacts / f"{spec.variant}.onnx", feeds[batch], batch, settings, args.threads,
+                           cpu_flags=result["environment"]["machine"].get("flags", []),
+                           floor_cache=None if args.no_floor else artifacts / "gemm-floor")
             _log(f"  {row['status']}: " + (f"{row['mean_ms']:.2f} ms mean, {row['precision']}"
                                             if row["status"] == "ok" else row.get("error", "")))
             result["rows"].append(row)

@@ -84,7 +84,9 @@ def test_markdown_renders_ok_failed_and_skipped_rows():
     es = _engine_speed()
     ok = {**_row("ort-fp32", 1, 50.0, "ORT fp32 (ORT_ENABLE_ALL)"), "precision": "fp32", "median_ms": 49.0,
           "p90_ms": 55.0, "p99_ms": 60.0, "throughput_seq_s": 20.0, "cov": 0.05, "iterations": 12,
-          "matmuls_integer": 0, "matmuls_float": 96, "fused_ops": "MatMul×96"}
+          "matmuls_integer": 0, "matmuls_float": 96, "fused_ops": "MatMul×96", "peak_rss_mb": 812.4,
+          "onnx_mb": 436.1, "load_s": 1.25, "gemm_floor_ms": 40.0, "x_floor": 1.25, "gemm_floor_gops": 540.2,
+          "op_shares": {"matmul": 0.8}, "cpu_flags": ["avx2", "fma"]}
     failed = {"id": "ov-fp32", "label": "OpenVINO fp32 (f32 forced)", "batch": 1, "status": "failed",
               "error": "openvino cannot compile x"}
     skipped = {"id": "ov-bf16", "label": "OpenVINO bf16 (if the CPU has it)", "batch": 1,
@@ -104,6 +106,16 @@ def test_markdown_renders_ok_failed_and_skipped_rows():
     assert "| ORT fp32 (ORT_ENABLE_ALL) | fp32 | 1 | 50.00 |" in md
     assert "failed: openvino cannot compile x" in md and "skipped: CPU reports no BF16" in md
     assert md.count("**N/A**") == 7 and "Quick mode" not in md
+    # Footprint and floor columns, with the CPU flags next to the figure.
+    assert "| 812 | 436.1 | 1.25 | 40.00 | 1.25 | 540.2 | 80% | avx2 fma |" in md
+    assert "GEMM floor ms" in md and "CPU flags" in md
+
+
+def test_floor_columns_say_why_not_for_float16_rows(tmp_path):
+    es = _engine_speed()
+    spec = next(s for s in es.row_specs(es.TINY) if s.precision == "bf16")
+    out = es.floor_columns(spec, tmp_path / "x.onnx", 1, None, 2, tmp_path)
+    assert out == {"floor_error": "no GEMM floor for bf16 (fp32 and int8 only)"}
 
 
 @pytest.mark.slow
@@ -134,6 +146,13 @@ def test_quick_mode_writes_complete_results(tmp_path):
         assert r["precision"] and r["method"] and isinstance(r["fused_ops"], str)
         expected = "int8" if r["requested_precision"] == "int8" else r["requested_precision"]
         assert r["precision"] == expected, (row_id, r["precision"])
+    for r in rows.values():
+        if r["status"] == "ok":
+            assert r["peak_rss_mb"] > 0 and r["onnx_mb"] > 0 and r["load_s"] > 0, r["id"]
+            assert r["cpu_flags"] == result["environment"]["machine"]["flags"]
+            assert r["op_shares"]["matmul"] > 0, r["id"]
+            if r["requested_precision"] in ("fp32", "int8"):
+                assert r["gemm_floor_ms"] > 0 and r["x_floor"] > 0, (r["id"], r.get("floor_error"))
     assert rows["ort-fp32-fused"]["attention_fused"] is True
     assert rows["ort-fp32"]["engine_info"]["transformer_fusion"] is False
 

@@ -365,6 +365,12 @@ class TimingSpec(_Strict):
     # fastest as the fp32 baseline (each figure kept), so no speedup is measured against a weak one.
     best_fp32: bool = True
     torch: TorchTimingSpec | None = None  # set to time the torch model too (off by default)
+    # After the timed loop, profile this many extra inferences per op (details.op_profile, the
+    # report's "Where the time goes"); 0 turns it off. Never part of the timed samples.
+    profile_iters: int = Field(10, ge=0)
+    # Opt-in: time the engine's own INT8 and fp32 GEMM at the model's GEMM shapes (one-MatMul
+    # models, same worker method) and record each latency cell's distance to that floor.
+    floor: bool = False
 
     @model_validator(mode="after")
     def _durations(self) -> TimingSpec:

@@ -155,15 +155,9 @@ def provider_summary(events: list[dict[str, Any]]) -> dict[str, Any]:
     one ``TRTKernel_*`` node however many ONNX nodes it holds.
     """
     seen: dict[str, tuple[str, str]] = {}
-    for event in events:
-        if not isinstance(event, dict) or event.get("cat") != "Node":
-            continue
-        args = event.get("args") or {}
-        provider, op = args.get("provider"), args.get("op_name")
-        name = str(event.get("name", ""))
-        if not provider or not op or not name.endswith("_kernel_time"):
-            continue  # fence events and events of other kinds carry no placement
-        seen[name[: -len("_kernel_time")]] = (str(provider), str(op))
+    for node, event in kernel_events(events):
+        args = event["args"]
+        seen[node] = (str(args["provider"]), str(args["op_name"]))
     nodes: collections.Counter = collections.Counter()
     ops: dict[str, collections.Counter] = {}
     for provider, op in seen.values():
@@ -171,6 +165,51 @@ def provider_summary(events: list[dict[str, Any]]) -> dict[str, Any]:
         ops.setdefault(provider, collections.Counter())[op] += 1
     return {"nodes": dict(nodes.most_common()),
             "ops": {p: dict(sorted(c.items())) for p, c in sorted(ops.items())}}
+
+
+def kernel_events(events: list[dict[str, Any]]) -> Iterable[tuple[str, dict[str, Any]]]:
+    """(node name, event) of every kernel event of an ORT profile: ``"cat": "Node"`` events named
+    ``<node>_kernel_time`` with ``args.provider`` and ``args.op_name`` (the one reader of them)."""
+    for event in events:
+        if not isinstance(event, dict) or event.get("cat") != "Node":
+            continue
+        args = event.get("args") or {}
+        name = str(event.get("name", ""))
+        if not args.get("provider") or not args.get("op_name") or not name.endswith("_kernel_time"):
+            continue  # fence events and events of other kinds carry no placement
+        yield name[: -len("_kernel_time")], event
+
+
+# ORT profile type names -> our precision names (a kernel's first input).
+_PROFILE_TYPES = {"float": "fp32", "float16": "fp16", "bfloat16": "bf16", "uint8": "int8",
+                  "int8": "int8", "int32": "int32", "int64": "int64", "bool": "bool"}
+
+
+def op_times(events: list[dict[str, Any]], skip_runs: int = 0) -> list[Any]:
+    """``profile.OpTime`` of every kernel event, leaving out the first ``skip_runs`` runs.
+
+    Runs are delimited by the profile's ``model_run`` session events; a kernel's precision is
+    int8 for the integer kernels, else its first input's type; input ranks come from
+    ``args.input_type_shape`` (how attention matmuls are told from weight GEMMs).
+    """
+    from qdqbench.engines.profile import OpTime
+
+    starts = sorted(e.get("ts", 0) for e in events
+                    if isinstance(e, dict) and e.get("cat") == "Session" and e.get("name") == "model_run")
+    since = starts[skip_runs] if 0 < skip_runs < len(starts) else (float("inf") if skip_runs else 0)
+    out = []
+    for node, event in kernel_events(events):
+        if event.get("ts", 0) < since:
+            continue
+        args = event["args"]
+        op = str(args["op_name"])
+        shapes = [s for s in args.get("input_type_shape") or [] if isinstance(s, dict)]
+        ranks = tuple(len(next(iter(s.values()))) for s in shapes if s and isinstance(next(iter(s.values())), list))
+        first = next(iter(shapes[0]), "") if shapes else ""
+        prec = "int8" if op in INTEGER_KERNELS else _PROFILE_TYPES.get(first, first)
+        out.append(OpTime(op=op, ms=float(event.get("dur", 0)) / 1000.0, precision=prec, name=node,
+                          input_ranks=ranks))
+    return out
 
 
 def read_profile(path: Path) -> list[dict[str, Any]]:
@@ -303,6 +342,26 @@ class OnnxRuntimeSession:
                               "IOBinding.synchronize_outputs, inputs and output on the GPU "
                               "(CUDA-synchronised; no H2D/D2H)")
 
+    def op_profile(self, feeds: Feeds, iterations: int, reprepare: Any) -> dict[str, Any]:
+        """Per-op time from ORT's profiler on a second session of the same model (profiling is a
+        session-creation switch, so the timed session never has it on); CPU provider only."""
+        from qdqbench.engines.profile import ProfilerUnavailable, summarize
+
+        if self._device != "cpu":
+            raise ProfilerUnavailable(f"{self.backend}: per-op profile of the GPU providers is not "
+                                      "implemented (the TensorRT EP runs fused subgraphs as one node)")
+        if reprepare is None:
+            raise ProfilerUnavailable("onnxruntime: no way to prepare a profiling session here")
+        with tempfile.TemporaryDirectory(prefix="qdqbench-ort-opprofile-") as tmp:
+            profiled = reprepare({"profile_prefix": str(Path(tmp) / "op-profile")})
+            x = select_feeds(feeds, profiled._inputs, profiled._dtypes)
+            for _ in range(iterations + 1):  # the first run (allocations, caches) is left out
+                profiled._run(x)
+            events = read_profile(Path(profiled._sess.end_profiling()))
+        return summarize(op_times(events, skip_runs=1), iterations,
+                         source="ONNX Runtime profiler (SessionOptions.enable_profiling) on a second "
+                                "session, kernel times per node, after the timed loop")
+
 
 @dataclass(frozen=True)
 class OrtOptions(EngineOptions):
@@ -313,6 +372,7 @@ class OrtOptions(EngineOptions):
     hidden_size: int = 0
     cache_dir: str | None = None  # GPU variants: TensorRT EP engine cache
     device_id: int = 0  # GPU variants
+    profile_prefix: str | None = None  # CPU: ORT's profiler on (the op profile's own session only)
 
 
 class OnnxRuntimeBackend(EngineBase):
@@ -392,6 +452,8 @@ class OnnxRuntimeBackend(EngineBase):
         providers = choose_providers(precision, ort.get_available_providers())
 
         so = self._session_options(ort, threads)
+        if opts.profile_prefix:
+            so.enable_profiling, so.profile_file_prefix = True, opts.profile_prefix
         info: dict[str, Any] = {
             "onnxruntime_version": ort.__version__,
             "onnxruntime_package": getattr(ort, "package_name", "onnxruntime"),

@@ -128,6 +128,63 @@ class OpenVINOSession:
         return measure(once, settings, batch=batch, seq=seq,
                        method="host perf_counter_ns around InferRequest.start_async()+wait()")
 
+    def op_profile(self, feeds: Feeds, iterations: int, reprepare: Any) -> dict[str, Any]:
+        """Per-layer time from OpenVINO's performance counters of a second compiled model with
+        ``PERF_COUNT`` on (a compile-time switch, so the timed model never counts)."""
+        import openvino as ov
+
+        from qdqbench.engines.profile import ProfilerUnavailable, summarize
+
+        if reprepare is None:
+            raise ProfilerUnavailable("openvino: no way to compile a profiling model here")
+        profiled = reprepare({"perf_count": True})
+        x = select_feeds(feeds, profiled._inputs, profiled._dtypes)
+        request = profiled._request
+        for name, arr in x.items():
+            request.set_tensor(name, ov.Tensor(arr))
+        request.infer()  # first inference (allocations) left out
+        ranks = layer_input_ranks(profiled.compiled.get_runtime_model())
+        times = []
+        for _ in range(iterations):
+            request.infer()
+            times += perf_counter_times(request.profiling_info, ranks)
+        return summarize(times, iterations,
+                         source="OpenVINO performance counters (PERF_COUNT, InferRequest.profiling_"
+                                "info real_time) of a second compiled model, after the timed loop")
+
+
+def exec_precision(exec_type: str) -> str:
+    """The precision in an OpenVINO CPU exec type ("brgemm_avx512_I8" -> "int8"), or ""."""
+    token = exec_type.rsplit("_", 1)[-1].upper() if exec_type else ""
+    return {"I8": "int8", "U8": "int8", "FP32": "fp32", "F32": "fp32", "BF16": "bf16",
+            "FP16": "fp16", "F16": "fp16", "I32": "int32", "I64": "int64"}.get(token, "")
+
+
+def layer_input_ranks(runtime_model: Any) -> dict[str, tuple[int, ...]]:
+    """{runtime-graph node name: ranks of its inputs} (how attention MatMuls are told apart)."""
+    out = {}
+    for op in runtime_model.get_ordered_ops():
+        ranks = []
+        for i in range(op.get_input_size()):
+            rank = op.get_input_partial_shape(i).rank
+            ranks.append(rank.get_length() if rank.is_static else 0)
+        out[op.get_friendly_name()] = tuple(ranks)
+    return out
+
+
+def perf_counter_times(infos: Any, ranks: dict[str, tuple[int, ...]]) -> list[Any]:
+    """``profile.OpTime`` of the executed nodes of one inference's ``ProfilingInfo`` list."""
+    from qdqbench.engines.profile import OpTime
+
+    out = []
+    for info in infos:
+        if "EXECUTED" not in str(info.status) or "NOT" in str(info.status):
+            continue  # NOT_RUN / OPTIMIZED_OUT nodes take no time
+        ms = info.real_time.total_seconds() * 1000.0
+        out.append(OpTime(op=str(info.node_type), ms=ms, precision=exec_precision(str(info.exec_type)),
+                          name=str(info.node_name), input_ranks=ranks.get(str(info.node_name), ())))
+    return out
+
 
 @dataclass(frozen=True)
 class OpenVINOOptions(EngineOptions):
@@ -135,6 +192,7 @@ class OpenVINOOptions(EngineOptions):
 
     static_shape: bool = False  # reshape to the one given shape before compiling
     float_precision: str | None = None  # the float layers' precision of an INT8 model (openvino@bf16)
+    perf_count: bool = False  # per-layer performance counters on (the op profile's own model only)
 
 
 class OpenVINOBackend(EngineBase):
@@ -192,6 +250,8 @@ class OpenVINOBackend(EngineBase):
                                   "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
+        if opts.perf_count:
+            config["PERF_COUNT"] = True
         try:
             compiled = core.compile_model(model, "CPU", config)
         except Exception as exc:

@@ -15,6 +15,9 @@ latency, the resources the cell used:
   engines the NVML device memory in use after timing minus before prepare (device-wide, so other
   processes on the GPU count too), when ``pynvml`` imports.
 
+* ``energy``: joules over the timed loop from NVML (CUDA) or RAPL (CPU) where readable, else why
+  not (``engines.energy``).
+
 A counter the engine or machine does not offer is named in ``notes`` ("not available on this
 engine/machine: why"); it never fails the cell.
 """
@@ -29,10 +32,15 @@ from typing import Any
 
 from qdqbench.core.errors import one_line
 from qdqbench.core.memory import NOT_AVAILABLE, current_rss_mb, peak_rss_mb
+from qdqbench.engines import energy
+from qdqbench.engines.timing import loop_probe
 
 # The resource figures a latency record carries as metrics: (name, unit); all lower-is-better.
 RESOURCE_METRICS = (("peak_rss_mb", "MB"), ("model_rss_mb", "MB"), ("load_s", "s"),
-                    ("peak_gpu_mem_mb", "MB"))
+                    ("peak_gpu_mem_mb", "MB"), ("energy_j_per_inference", "J"))
+# Figures only some machines have: absent without a note of their own in ``notes`` (the GPU
+# memory of a CPU engine; energy, whose ``energy`` entry says why not).
+OPTIONAL_METRICS = ("peak_gpu_mem_mb", "energy_j_per_inference")
 
 
 def _nvml_used_mb() -> tuple[float | None, str]:
@@ -68,6 +76,14 @@ def _torch_peak_mb() -> tuple[float | None, str]:
     return torch.cuda.max_memory_allocated() / (1024 * 1024), ""
 
 
+def energy_of(meter: Any, stats: Any) -> dict[str, Any]:
+    """The meter's result for the timed loop of ``stats`` (a stats object without samples: none)."""
+    n, batch = getattr(stats, "n", 0), getattr(stats, "batch", 1)
+    if not isinstance(n, int):
+        return meter.result(0, 1)
+    return meter.result(n, batch)
+
+
 def measure_session(backend: str, prepare: Callable[[], Any], time_it: Callable[[Any], Any]
                     ) -> tuple[Any, Any, dict[str, Any]]:
     """(session, stats, resources) of ``prepare()`` then ``time_it(session)`` in this process."""
@@ -77,9 +93,11 @@ def measure_session(backend: str, prepare: Callable[[], Any], time_it: Callable[
     t0 = time.perf_counter()
     session = prepare()
     load_s = time.perf_counter() - t0
-    stats = time_it(session)
-    peak = peak_rss_mb()
     info = getattr(session, "info", {}) or {}
+    meter = energy.meter_for(on_cuda(backend, info))
+    with loop_probe(meter):
+        stats = time_it(session)
+    peak = peak_rss_mb()
     res: dict[str, Any] = {"load_s": round(load_s, 4)}
     if peak is None:
         notes["peak_rss_mb"] = f"{NOT_AVAILABLE}: getrusage ru_maxrss not offered"
@@ -108,6 +126,9 @@ def measure_session(backend: str, prepare: Callable[[], Any], time_it: Callable[
         else:
             res["peak_gpu_mem_mb"] = round(gpu, 2)
             res["gpu_mem_method"] = method
+    res["energy"] = energy_of(meter, stats)
+    if res["energy"]["status"] == "ok":
+        res["energy_j_per_inference"] = res["energy"]["joules_per_inference"]
     res["rss_method"] = ("ru_maxrss after prepare+timing (lifetime peak of the worker); model share "
                          "= peak minus /proc/self/statm RSS right before prepare")
     if notes:

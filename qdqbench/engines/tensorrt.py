@@ -187,6 +187,41 @@ def layer_precisions(engine_info: dict[str, Any]) -> dict[str, dict[str, int]]:
     return out
 
 
+def _layer_profiler(trt: Any) -> Any:
+    """An ``IProfiler`` summing ``report_layer_time`` per layer name (ms)."""
+
+    class _LayerTimes(trt.IProfiler):
+        def __init__(self) -> None:
+            trt.IProfiler.__init__(self)
+            self.times: dict[str, float] = {}
+
+        def report_layer_time(self, layer_name: str, ms: float) -> None:
+            self.times[layer_name] = self.times.get(layer_name, 0.0) + float(ms)
+
+    return _LayerTimes()
+
+
+def inspector_layers(engine: Any, trt: Any) -> dict[str, tuple[str, str, tuple[int, ...]]]:
+    """{layer name: (LayerType, first input's precision, input ranks)} from the engine inspector."""
+    inspector = engine.create_engine_inspector()
+    info = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+    return layer_table(info)
+
+
+def layer_table(engine_info: dict[str, Any]) -> dict[str, tuple[str, str, tuple[int, ...]]]:
+    """{layer name: (LayerType, first input's precision, input ranks)} of an inspector JSON; pure."""
+    out = {}
+    for layer in engine_info.get("Layers", []):
+        if not isinstance(layer, dict) or "Name" not in layer:
+            continue
+        inputs = [t for t in layer.get("Inputs") or [] if isinstance(t, dict)]
+        ranks = tuple(len(t.get("Dimensions") or []) for t in inputs)
+        tensors = inputs or layer.get("Outputs") or []
+        out[str(layer["Name"])] = (str(layer.get("LayerType", "")),
+                                   _tensor_dtype(tensors[0]) if tensors else "", ranks)
+    return out
+
+
 def _tensor_dtype(tensor: dict[str, Any]) -> str:
     text = str(tensor.get("DataType") or tensor.get("Format/Datatype") or "?").lower()
     for token, name in (("int8", "int8"), ("fp8", "fp8"), ("bf16", "bf16"), ("bfloat", "bf16"),
@@ -327,6 +362,36 @@ class TensorRTSession:
         stats.extra["latency_incl_copies_mean_ms"] = (
             stats.extra["h2d_mean_ms"] + compute + stats.extra["d2h_mean_ms"])
         return stats
+
+    def op_profile(self, feeds: Feeds, iterations: int, reprepare: Any) -> dict[str, Any]:
+        """Per-layer GPU time from TensorRT's ``IProfiler`` on the timed context, attached only
+        after the timed loop (as trtexec's --separateProfileRun); layer types, input ranks and
+        precisions from the engine inspector (built with DETAILED profiling verbosity)."""
+        from qdqbench.engines.profile import OpTime, summarize
+
+        trt = self._trt
+        profiler = _layer_profiler(trt)
+        self._bind(feeds)
+        context, stream = self._context, self._stream
+        context.profiler = profiler
+        try:
+            self._enqueue_checked()  # first profiled run left out (profiler set-up)
+            stream.synchronize()
+            profiler.times.clear()
+            for _ in range(iterations):
+                self._enqueue_checked()
+                stream.synchronize()
+        finally:
+            context.profiler = None
+        layers = inspector_layers(self._engine, trt)
+        times = []
+        for name, ms in profiler.times.items():
+            kind, precision, ranks = layers.get(name, ("", "", ()))
+            times.append(OpTime(op=kind or "unknown", ms=ms, precision=precision, name=name,
+                                input_ranks=ranks))
+        return summarize(times, iterations,
+                         source="TensorRT IProfiler per engine layer (GPU time) on the timed "
+                                "context after the timed loop; a Myelin region is one layer")
 
     def _copy_times(self, stream: Any, reps: int = 20) -> dict[str, float]:
         """Mean H2D (all inputs) and D2H (all outputs) times with pinned host buffers."""

@@ -16,6 +16,7 @@ two engines in one process interfere (a second runtime's thread pool slowed onnx
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import math
 import os
@@ -164,6 +165,22 @@ class LatencyStats:
         return cls(**data)
 
 
+# A probe (start() / stop()) read right around the timed loop, warm-up excluded: the energy meter
+# of the worker (engines.energy). A context variable, set by ``loop_probe`` and always reset.
+_LOOP_PROBE: contextvars.ContextVar[Any] = contextvars.ContextVar("qdqbench_loop_probe", default=None)
+
+
+@contextlib.contextmanager
+def loop_probe(probe: Any):
+    """Within this block, ``measure`` / ``measure_cuda`` call ``probe.start()`` right before the
+    first timed iteration and ``probe.stop()`` right after the last."""
+    token = _LOOP_PROBE.set(probe)
+    try:
+        yield probe
+    finally:
+        _LOOP_PROBE.reset(token)
+
+
 def _warm_up(fn: Callable[[], object], settings: TimingSettings,
              sync: Callable[[], None] | None) -> int:
     """Run ``fn`` until both the warm-up time and count are reached (capped by max_duration_s)."""
@@ -190,6 +207,9 @@ def measure(fn: Callable[[], object], settings: TimingSettings, *, batch: int, s
     # Preallocated so the loop body only calls fn, reads the clock and stores an int.
     samples = [0] * settings.max_iters
     min_iters, max_iters = settings.min_iters, settings.max_iters
+    probe = _LOOP_PROBE.get()
+    if probe is not None:
+        probe.start()
     start = pc()
     min_end = start + int(settings.min_duration_s * 1e9)
     max_end = start + int(settings.max_duration_s * 1e9)
@@ -205,6 +225,8 @@ def measure(fn: Callable[[], object], settings: TimingSettings, *, batch: int, s
         i += 1
         if stop >= max_end or (i >= min_iters and stop >= min_end):
             break
+    if probe is not None:
+        probe.stop()
     wall_s = (stop - start) / 1e9
     return LatencyStats(samples_ms=[s / 1e6 for s in samples[:i]], wall_s=wall_s, batch=batch,
                         seq=seq, warmup_iters=warm, method=method)
@@ -239,6 +261,9 @@ def measure_cuda(enqueue: Callable[[], object], settings: TimingSettings, *, bat
     gpu = [0.0] * settings.max_iters
     host = [0] * settings.max_iters
     min_iters, max_iters = settings.min_iters, settings.max_iters
+    probe = _LOOP_PROBE.get()
+    if probe is not None:
+        probe.start()
     start = pc()
     min_end = start + int(settings.min_duration_s * 1e9)
     max_end = start + int(settings.max_duration_s * 1e9)
@@ -257,6 +282,8 @@ def measure_cuda(enqueue: Callable[[], object], settings: TimingSettings, *, bat
         i += 1
         if stop >= max_end or (i >= min_iters and stop >= min_end):
             break
+    if probe is not None:  # each iteration waited for its stop event: the device is idle here
+        probe.stop()
     host_ms = np.asarray(host[:i], dtype=np.float64) / 1e6
     return LatencyStats(samples_ms=[float(x) for x in gpu[:i]], wall_s=(stop - start) / 1e9,
                         batch=batch, seq=seq, warmup_iters=warm, method=method,
@@ -320,12 +347,15 @@ def timing_lock(path: str | os.PathLike | None = None):
 def measure_in_subprocess(backend: str, artifact: Path, precision: str, feeds_npz: Path,
                           settings: TimingSettings, *, threads: int | None,
                           timeout_s: float = 600, options: dict[str, Any] | None = None,
+                          profile_iters: int = 0,
                           ) -> tuple[LatencyStats, dict[str, Any]]:
-    """Time one engine in a fresh worker process; returns (stats, {"precision", "info", "resources"}).
+    """Time one engine in a fresh worker process; returns (stats, {"precision", "info",
+    "resources", "op_profile"}).
 
     ``options`` are extra keyword arguments for the backend's ``prepare`` (JSON-serialisable, e.g.
-    ``{"transformer_fusion": True}``). A failing, crashing or hanging worker raises BackendError
-    with one line.
+    ``{"transformer_fusion": True}``). ``profile_iters`` > 0: after the timed loop the worker
+    profiles that many extra inferences per op (``engines.profile``). A failing, crashing or
+    hanging worker raises BackendError with one line; a failing profile does not.
     """
     artifact, feeds_npz = Path(artifact), Path(feeds_npz)
     with tempfile.TemporaryDirectory(prefix="qdqbench-worker-") as tmp:
@@ -338,6 +368,8 @@ def measure_in_subprocess(backend: str, artifact: Path, precision: str, feeds_np
             cmd += ["--threads", str(threads)]
         if options:
             cmd += ["--options", json.dumps(options)]
+        if profile_iters:
+            cmd += ["--profile-iters", str(int(profile_iters))]
         # Own session (process group) so a timeout kills the worker and any children it spawned;
         # the terminal's Ctrl-C reaches only this process, which then kills the group itself. A
         # worker whose parent dies (even by SIGKILL) is killed by the kernel (--parent-pid).
@@ -366,4 +398,4 @@ def measure_in_subprocess(backend: str, artifact: Path, precision: str, feeds_np
             raise BackendError(f"{backend} worker failed on {artifact}: {why}")
     stats = LatencyStats.from_dict(result["stats"])
     return stats, {"precision": result["precision"], "info": result["info"],
-                   "resources": result.get("resources", {})}
+                   "resources": result.get("resources", {}), "op_profile": result.get("op_profile")}

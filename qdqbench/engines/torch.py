@@ -172,6 +172,36 @@ class TorchSession:
 
         return measure_cuda(enqueue, settings, batch=batch, seq=seq, stream=stream, method=method)
 
+    def op_profile(self, feeds: Feeds, iterations: int, reprepare: Any) -> dict[str, Any]:
+        """Per-aten-op self time from ``torch.profiler`` around extra forwards after the timed loop
+        (device time on CUDA, CPU time on the CPU); ``record_shapes`` gives the input ranks."""
+        import torch
+        from torch.profiler import ProfilerActivity, profile
+
+        from qdqbench.engines.profile import OpTime, summarize
+
+        inputs = self._inputs(feeds)
+        cuda = self._device != "cpu"
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        with torch.inference_mode():
+            self._forward(inputs)  # first forward (allocations) left out
+            with profile(activities=activities, record_shapes=True) as prof:
+                for _ in range(iterations):
+                    self._forward(inputs)
+                if cuda:
+                    torch.cuda.synchronize()
+        times = []
+        for avg in prof.key_averages(group_by_input_shape=True):
+            us = (getattr(avg, "self_device_time_total", 0) if cuda else avg.self_cpu_time_total)
+            if us <= 0:
+                continue
+            ranks = tuple(len(shape) for shape in (avg.input_shapes or []) if isinstance(shape, list))
+            times.append(OpTime(op=str(avg.key), ms=us / 1000.0, precision=self.precision,
+                                input_ranks=ranks, nodes=int(avg.count)))
+        clock = "self device time (CUDA)" if cuda else "self CPU time"
+        return summarize(times, iterations, source=f"torch.profiler {clock} per aten op, extra "
+                                                   "forwards after the timed loop")
+
 
 @dataclass(frozen=True)
 class TorchOptions(EngineOptions):

@@ -4,7 +4,9 @@
 alone in a fresh process with its thread-pool variables pinned. The worker loads the feeds from an
 ``.npz`` (one array per ONNX input name), prepares the backend session for their (batch, seq)
 shape, calls ``Session.time`` and writes one JSON object: ``{"stats", "precision", "info",
-"resources"}`` on success (``resources``: memory and load time, see ``engines.resources``),
+"resources", "op_profile"}`` on success (``resources``: memory and load time, see
+``engines.resources``; ``op_profile``: time per op type from extra iterations after the timed
+ones, see ``engines.profile``),
 ``{"error": "<one line>"}`` on failure (exit status 1), to ``--out`` or stdout.
 """
 
@@ -34,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="intra-op threads for the engine")
     p.add_argument("--options", default="{}",
                    help="extra keyword arguments for the backend's prepare(), as a JSON object")
+    p.add_argument("--profile-iters", type=int, default=0,
+                   help="after the timed loop, profile this many extra inferences per op (0: off)")
     p.add_argument("--out", default="-", help="where to write the JSON result ('-' = stdout)")
     p.add_argument("--parent-pid", type=int, default=None,
                    help="exit when this process dies (Linux: the kernel kills the worker with it)")
@@ -78,6 +82,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from qdqbench.core.errors import BackendError
     from qdqbench.core.results import Shape
     from qdqbench.engines import available_backend
+    from qdqbench.engines.profile import run_op_profile
     from qdqbench.engines.resources import measure_session
     from qdqbench.engines.timing import TimingSettings
 
@@ -99,13 +104,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     batch, seq = (int(d) for d in first.shape)
 
     backend = available_backend(args.backend)
-    session, stats, resources = measure_session(
-        args.backend,
-        lambda: backend.prepare(args.artifact, args.precision, [Shape(batch=batch, seq=seq)],
-                                threads=args.threads, **options),
-        lambda s: s.time(feeds, settings))
+
+    def prepare(extra: dict[str, Any] | None = None) -> Any:
+        return backend.prepare(args.artifact, args.precision, [Shape(batch=batch, seq=seq)],
+                               threads=args.threads, **{**options, **(extra or {})})
+
+    session, stats, resources = measure_session(args.backend, prepare, lambda s: s.time(feeds, settings))
+    # After the timed loop and the peak-memory reading: the profile's iterations (and any second
+    # session it prepares) neither slow the timed samples nor count in peak_rss_mb.
+    op_profile = run_op_profile(session, feeds, args.profile_iters, prepare)
     return {"stats": stats.to_dict(), "precision": session.precision, "info": session.info,
-            "resources": resources}
+            "resources": resources, "op_profile": op_profile}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from qdqbench.report import timeshare
 from qdqbench.report.rows import Report
 
 ACCURACY_COLUMNS = (
@@ -35,7 +36,12 @@ LATENCY_COLUMNS = (
     "mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "min_ms", "max_ms", "std_ms", "cov",
     "throughput", "baseline_scheme", "baseline_mean_ms", "baseline_throughput", "speedup_latency",
     "speedup_throughput", "iterations", "warmup_iters", "threads", "method", "fp32_config",
-    "peak_rss_mb", "model_rss_mb", "load_s", "peak_gpu_mem_mb",
+    "peak_rss_mb", "model_rss_mb", "load_s", "peak_gpu_mem_mb", "x_floor", "energy_j",
+)  # fmt: skip
+
+MLPERF_STYLE_COLUMNS = (
+    "model", "task", "scheme", "is_peer", "backend", "precision", "seq", "singlestream_p90_ms",
+    "offline_throughput", "offline_batch",
 )  # fmt: skip
 
 FIDELITY_COLUMNS = (
@@ -251,7 +257,7 @@ def _part_costs(report: Report) -> list[dict[str, Any]]:
 def render_csv(report: Report) -> dict[str, str]:
     """CSV text per file name (each header-only when the run has no such rows): accuracy,
     latency, fidelity, engines, peers, calibrators, pareto, amax, sensitivity, recipe_trace,
-    float_part_costs."""
+    float_part_costs, mlperf_style, where_time_goes."""
     return {
         "accuracy.csv": _csv(ACCURACY_COLUMNS, report.accuracy),
         "latency.csv": _csv(LATENCY_COLUMNS, report.latency),
@@ -264,4 +270,6 @@ def render_csv(report: Report) -> dict[str, str]:
         "sensitivity.csv": _csv(SENSITIVITY_COLUMNS, _sensitivity(report)),
         "recipe_trace.csv": _csv(TRACE_COLUMNS, _traces(report)),
         "float_part_costs.csv": _csv(PART_COST_COLUMNS, _part_costs(report)),
+        "mlperf_style.csv": _csv(MLPERF_STYLE_COLUMNS, report.mlperf_style),
+        "where_time_goes.csv": _csv(*timeshare.csv_table(report.time_shares)),
     }

@@ -15,6 +15,7 @@ import base64
 import hashlib
 
 from qdqbench import __version__
+from qdqbench.report import timeshare
 from qdqbench.report.charts import throughput_chart_svg
 from qdqbench.report.html_views import (
     PEER_BADGE,
@@ -432,6 +433,8 @@ def _latency_cells(lat: LatencyRow) -> list[str]:
         num_td(fmt_sig(lat.peak_rss_mb), lat.peak_rss_mb),
         num_td(fmt_sig(lat.model_rss_mb), lat.model_rss_mb),
         num_td(fmt_sig(lat.load_s), lat.load_s),
+        num_td(fmt_speedup(lat.x_floor), lat.x_floor),
+        num_td(fmt_sig(lat.energy_j), lat.energy_j),
     ]
 
 
@@ -447,6 +450,8 @@ LATENCY_HEADERS = [
     "Peak RSS (MB)",
     "Model RSS (MB)",
     "Load (s)",
+    "× GEMM floor",
+    "Energy (J/inference)",
 ]
 
 
@@ -492,8 +497,20 @@ def _latency(report: Report) -> str:
     return (
         '<section id="latency"><h2>Latency and throughput</h2>'
         f"{_method_note(report)}{table_html('latency-table', headers, rows)}"
-        f"{_mlperf_style(report)}</section>"
+        f"{_mlperf_style(report)}{_plain_table(report.time_shares)}</section>"
     )
+
+
+def _plain_table(t: timeshare.Table | None) -> str:
+    """A ``report.timeshare.Table`` (title, notes, display rows)."""
+    if t is None:
+        return ""
+    rows = [tr(f"{t.anchor}-{i}", [num_td(v, raw) if k != "text" else text_td(v)
+                                  for v, raw, k in zip(cells, row, t.kinds)])
+            for i, (cells, row) in enumerate(zip(t.text_rows(), t.rows))]
+    notes = "".join(f'<p class="note">{esc(n)}</p>' for n in t.notes)
+    return (f'<h3 id="{t.anchor}">{esc(t.title)}</h3>{notes}'
+            f"{table_html(t.anchor + '-table', [esc(c) for c in t.columns], rows)}")
 
 
 def _mlperf_style(report: Report) -> str:
@@ -577,13 +594,14 @@ def _exports(report: Report) -> str:
                 text_td(x.task),
                 text_td(x.scheme),
                 num_td(fmt_sig(x.onnx_mb, 4, 1), x.onnx_mb),
+                num_td(fmt_speedup(x.size_ratio), x.size_ratio),
                 num_td(fmt_int(x.qdq_nodes), x.qdq_nodes),
                 td(f"<code>{esc(x.path or DASH)}</code>", sort=x.path or ""),
             ],
         )
         for x in report.exports
     ]
-    headers = ["Model", "Task", "Scheme", "ONNX (MB)", "Q/DQ nodes", "Path"]
+    headers = ["Model", "Task", "Scheme", "ONNX (MB)", "Size vs fp32", "Q/DQ nodes", "Path"]
     return (
         '<section id="exports"><h2>ONNX exports</h2>'
         f"{table_html('export-table', headers, rows)}</section>"

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from qdqbench.report import timeshare
 from qdqbench.report.layers import OUTLIER_FACTOR, PART_COST_HEADERS, fmt_delta_ms, part_costs_note
 from qdqbench.report.rows import (
     DASH,
@@ -452,6 +453,8 @@ def _latency(report: Report) -> list[str]:
             fmt_sig(row.peak_rss_mb),
             fmt_sig(row.model_rss_mb),
             fmt_sig(row.load_s),
+            fmt_speedup(row.x_floor),
+            fmt_sig(row.energy_j),
         ]
         for row in report.latency
     ]
@@ -474,6 +477,8 @@ def _latency(report: Report) -> list[str]:
         "Peak RSS (MB)",
         "Model RSS (MB)",
         "Load (s)",
+        "× GEMM floor",
+        "Energy (J/inference)",
     ]
     methods = "; ".join(
         f"{md_escape(m.backend)}: {md_escape(fmt_method(m))}" for m in report.methods
@@ -483,12 +488,21 @@ def _latency(report: Report) -> list[str]:
         "### Latency",
         "Speedups against the fp32 scheme of the same model, task, backend and shape in this run. "
         f"Method: {methods}." + (f" {md_escape(configs)}" if configs else ""),
-        md_table(headers, rows, numeric=tuple(range(5, 18))),
+        md_table(headers, rows, numeric=tuple(range(5, 20))),
         "Peak RSS = the worker process's peak resident memory; model RSS = its growth over the "
         "worker's memory right before the engine's prepare(); load = seconds of prepare() "
         "(session creation / compile / engine build or deserialize).",
         *_mlperf_style(report),
+        *_plain_table(report.time_shares),
     ]
+
+
+def _plain_table(t: timeshare.Table | None) -> list[str]:
+    """A ``report.timeshare.Table``: heading, notes, table."""
+    if t is None:
+        return []
+    return [f"#### {t.title}", *[md_escape(n) for n in t.notes],
+            md_table(list(t.columns), t.text_rows(), numeric=t.numeric)]
 
 
 def _mlperf_style(report: Report) -> list[str]:

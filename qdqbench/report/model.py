@@ -135,6 +135,8 @@ class LatencyRow:
     model_rss_mb: float | None = None
     load_s: float | None = None
     peak_gpu_mem_mb: float | None = None
+    x_floor: float | None = None  # mean over the engine's GEMM floor (timing.floor; report/timeshare.py)
+    energy_j: float | None = None  # joules per inference where NVML / RAPL measured it
 
     @property
     def is_peer(self) -> bool:
@@ -154,6 +156,7 @@ class ExportRow:
     onnx_mb: float | None
     qdq_nodes: int | None
     path: str | None
+    size_ratio: float | None = None  # onnx_mb over the fp32 export of the same model and task
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from qdqbench.core.results import Record, SkippedLine
-from qdqbench.report import claims, layers, views
+from qdqbench.report import claims, layers, timeshare, views
 from qdqbench.report.fmt import (  # noqa: F401 — re-exported: renderers read every helper from here
     DASH,
     Anchors,
@@ -107,6 +107,7 @@ class Report:
     sensitivity: tuple[SensitivityView, ...] = ()
     traces: tuple[RecipeTrace, ...] = ()
     mlperf_style: tuple[MlperfStyleRow, ...] = ()
+    time_shares: timeshare.Table | None = None  # "Where the time goes" (report/timeshare.py)
     warnings: tuple[str, ...] = ()  # shown first: skipped lines, a partial merge
 
 
@@ -236,6 +237,7 @@ def _fidelity_rows(records: Sequence[Record], order: _Order) -> list[FidelityRow
 def _latency_rows(records: Sequence[Record], order: _Order) -> list[LatencyRow]:
     anchors = Anchors()
     rows = []
+    extras = timeshare.latency_extras(records)
     for r in records:
         d = r.details
         info = d.get("engine", d.get("info"))
@@ -271,6 +273,7 @@ def _latency_rows(records: Sequence[Record], order: _Order) -> list[LatencyRow]:
                 model_rss_mb=_value(r, "model_rss_mb"),
                 load_s=_value(r, "load_s"),
                 peak_gpu_mem_mb=_value(r, "peak_gpu_mem_mb"),
+                **extras.get(r.cell, {}),
             )
         )
     # The baseline: the fp32 scheme's row with the same model, task, backend and shape.
@@ -311,6 +314,7 @@ def _latency_rows(records: Sequence[Record], order: _Order) -> list[LatencyRow]:
 
 def _export_rows(records: Sequence[Record]) -> list[ExportRow]:
     anchors = Anchors()
+    ratios = timeshare.export_size_ratios(records)
     return [
         ExportRow(
             anchor=anchors(r.cell),
@@ -321,6 +325,7 @@ def _export_rows(records: Sequence[Record]) -> list[ExportRow]:
             onnx_mb=_value(r, "onnx_mb"),
             qdq_nodes=as_int(_value(r, "qdq_nodes")),
             path=str(r.details["path"]) if r.details.get("path") else None,
+            size_ratio=ratios.get(r.cell),
         )
         for r in records
     ]
@@ -563,6 +568,7 @@ def build_report(
         sensitivity=tuple(layers.sensitivity_views(ok)),
         traces=tuple(layers.recipe_traces(ok)),
         mlperf_style=tuple(views.mlperf_style_rows(latency)),
+        time_shares=timeshare.where_time_goes(ok),
         warnings=tuple(run_warnings(info, skipped)),
     )
 

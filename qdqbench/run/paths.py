@@ -56,6 +56,10 @@ class RunPaths:
         """Real-text timing feeds of one shape (shared by every scheme and engine)."""
         return self.root / "artifacts" / "inputs" / f"{model}-{task}-b{batch}s{seq}.npz"
 
+    def gemm_floor(self) -> Path:
+        """One-MatMul models, inputs and timings of the GEMM floor (``timing.floor``), per run."""
+        return self.root / "artifacts" / "gemm-floor"
+
     def rel(self, path: Path) -> str:
         """``path`` relative to the run folder, as records store it."""
         return str(Path(path).relative_to(self.root))

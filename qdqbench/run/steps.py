@@ -254,7 +254,8 @@ def latency(ctx: GroupContext, cell: Cell, variant: Lazy) -> dict[str, Any]:
 
     def measure(extra_options: dict[str, Any]):
         return measure_in_subprocess(cell.backend, artifact, precision, inputs, settings,
-                                     threads=ctx.threads, options={**options, **extra_options} or None)
+                                     threads=ctx.threads, options={**options, **extra_options} or None,
+                                     profile_iters=suite.timing.profile_iters)
 
     configs = backend.fp32_configurations(getattr(data.model, "config", None)) \
         if scheme.kind == "fp32" and suite.timing.best_fp32 else []
@@ -266,8 +267,38 @@ def latency(ctx: GroupContext, cell: Cell, variant: Lazy) -> dict[str, Any]:
                "method": stats.method, "wall_s": round(stats.wall_s, 3), "engine": engine.get("info", {}),
                **extra, "samples_ms": [round(x, 4) for x in stats.samples_ms]}
     metrics, details["resources"] = resource_metrics(engine.get("resources") or {})
+    details["op_profile"] = engine.get("op_profile") or not_available("the worker reported no profile")
+    if suite.timing.floor:
+        details["gemm_floor"] = gemm_floor_details(ctx, cell, artifact, precision, options, stats.mean)
     return {"metrics": stats.to_metrics() + metrics, "precision": engine.get("precision", ""),
             "details": details}
+
+
+def gemm_floor_details(ctx: GroupContext, cell: Cell, artifact: Path, precision: str,
+                       options: dict[str, Any], mean_ms: float) -> dict[str, Any]:
+    """The engine's "GEMMs only" floor at the cell's shape and the cell's distance to it
+    (``engines.floor``; timed once per engine × options × precision × GEMM shape per run). A floor
+    that cannot be measured is a note; the latency cell stays."""
+    from qdqbench.engines.floor import FLOOR_PRECISIONS, gemm_floor
+
+    if cell.backend == "torch":
+        return not_available("the GEMM floor is measured for ONNX engines (torch times no ONNX)")
+    if precision not in FLOOR_PRECISIONS:
+        return not_available(f"the GEMM floor is measured for fp32 and int8, not {precision}")
+    try:
+        out = gemm_floor(artifact, cell.backend, precision, cell.batch, cell.seq, timing_settings(ctx.suite),
+                         threads=ctx.threads, options=options or None, cache_dir=ctx.paths.gemm_floor())
+    except QdqbenchError as exc:
+        return {"status": "failed", "error": one_line(exc)}
+    return {"status": "ok", **out, "latency_mean_ms": round(mean_ms, 4),
+            "ratio": round(mean_ms / out["floor_ms"], 3) if out["floor_ms"] > 0 else None}
+
+
+def not_available(why: str) -> dict[str, Any]:
+    """A ``details`` entry for a figure this engine or machine does not offer."""
+    from qdqbench.engines.profile import not_available as na
+
+    return na(why)
 
 
 def resource_metrics(resources: dict[str, Any]) -> tuple[list[Metric], dict[str, Any]]:
@@ -278,7 +309,7 @@ def resource_metrics(resources: dict[str, Any]) -> tuple[list[Metric], dict[str,
     ("not available on this engine/machine: ...") in ``details.resources.notes``.
     """
     from qdqbench.core.memory import NOT_AVAILABLE
-    from qdqbench.engines.resources import RESOURCE_METRICS
+    from qdqbench.engines.resources import OPTIONAL_METRICS, RESOURCE_METRICS
 
     details = dict(resources)
     notes = dict(details.get("notes") or {})
@@ -287,7 +318,7 @@ def resource_metrics(resources: dict[str, Any]) -> tuple[list[Metric], dict[str,
         value = details.get(name)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             metrics.append(Metric(name=name, value=float(value), unit=unit, higher_is_better=False))
-        elif name != "peak_gpu_mem_mb" and name not in notes:
+        elif name not in OPTIONAL_METRICS and name not in notes:
             notes[name] = f"{NOT_AVAILABLE}: the worker did not report it"
     if notes:
         details["notes"] = notes

@@ -208,6 +208,38 @@ def test_engine_builds_predicts_times_and_caches(tiny_models, name, precision):
         again.predict({k: np.tile(v, (1, 3)) for k, v in feeds.items()})  # seq 24 > max 16
 
 
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+def test_op_profile_from_the_layer_profiler_after_timing(tiny_models):
+    shapes = [Shape(batch=2, seq=8)]
+    sess = get_backend("tensorrt").prepare(tiny_models["qdq"], "int8", shapes, rebuild=True)
+    feeds = {"input_ids": np.ones((2, 8), np.int64), "attention_mask": np.ones((2, 8), np.int64),
+             "token_type_ids": np.zeros((2, 8), np.int64)}
+    sess.time(feeds, TimingSettings(warmup_s=0.0, warmup_iters=2, min_iters=5, min_duration_s=0.0))
+    out = sess.op_profile(feeds, 3, None)
+    assert out["status"] == "ok" and out["iterations"] == 3 and out["total_ms"] > 0
+    assert all(o["op"] for o in out["ops"])
+    # The context works as before once the profiler is detached.
+    st = sess.time(feeds, TimingSettings(warmup_s=0.0, warmup_iters=1, min_iters=3, min_duration_s=0.0))
+    assert st.n == 3
+
+
+def test_layer_table_reads_inspector_layers():
+    from qdqbench.engines.tensorrt import layer_table
+
+    info = {"Layers": [
+        {"Name": "/l0/query/MatMul", "LayerType": "CaskGemmMatrixMultiply",
+         "Inputs": [{"Dimensions": [16, 32], "Format/Datatype": "Row major linear INT8 format"}]},
+        {"Name": "{ForeignNode[/l0/attention/self/MatMul.../Softmax]}", "LayerType": "Myelin",
+         "Inputs": [{"Dimensions": [2, 8, 32], "DataType": "Half"}]},
+        "bare-name-only",
+    ]}
+    table = layer_table(info)
+    assert table["/l0/query/MatMul"] == ("CaskGemmMatrixMultiply", "int8", (2,))
+    assert table["{ForeignNode[/l0/attention/self/MatMul.../Softmax]}"] == ("Myelin", "fp16", (3,))
+    assert len(table) == 2
+
+
 # ---- the build sequence against a recording stand-in for the tensorrt module -----------------
 
 class _Flag:

@@ -155,6 +155,17 @@ def test_worker_process_times_a_saved_module(models, tmp_path):
     assert stats.n >= 5 and stats.throughput > 0
 
 
+@pytest.mark.parametrize("which, precision", [("fp32_path", "fp32"), ("qdq_path", "int8")])
+def test_op_profile_from_torch_profiler(models, which, precision):
+    sess = get_backend("torch").prepare(models[which], precision, SHAPES, threads=1, device="cpu")
+    out = sess.op_profile(_feeds(), 2, None)
+    assert out["status"] == "ok" and out["iterations"] == 2 and out["total_ms"] > 0
+    cats = out["by_category"]
+    assert cats["matmul"] > 0 and cats["layernorm"] > 0  # aten::addmm, aten::native_layer_norm
+    assert cats["attention"] + cats["softmax"] > 0
+    assert {o["precision"] for o in out["ops"]} == {sess.precision}
+
+
 @pytest.mark.gpu
 def test_cuda_event_and_graph_timing(models):
     if not torch.cuda.is_available():

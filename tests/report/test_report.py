@@ -328,6 +328,8 @@ def test_write_report_writes_every_format(run_dir: Path):
         "sensitivity.csv",
         "recipe_trace.csv",
         "float_part_costs.csv",
+        "mlperf_style.csv",
+        "where_time_goes.csv",
     ]
     assert all(p.parent == run_dir and p.stat().st_size > 0 for p in paths)
     assert [p.name for p in write_report(run_dir, formats=["md"])] == ["report.md"]
