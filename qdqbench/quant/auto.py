@@ -51,6 +51,7 @@ import torch
 from torch import nn
 
 from qdqbench.core.errors import CalibrationError, QdqbenchError
+from qdqbench.quant.auto_timing import TIE_RULE, Timing, fastest, time_round_robin
 from qdqbench.quant.qdqbert import QDQSettings, apply_skip_patterns, encoder_layers, quantizer_group
 from qdqbench.quant.quantizer import quantizers, sqnr_db
 from qdqbench.quant.registry import (
@@ -870,7 +871,7 @@ def auto_recipe(
     """
     search = _Search(calibrate, meets_bound, latency_fn=latency_fn, qat_fn=qat_fn,
                      budget=(budget if budget is not None else Budget()).start(),
-                     say=progress or (lambda msg: None))
+                     say=progress or (lambda msg: None), timing_rounds=timing_rounds)
     specs = [CalibratorSpec.parse(s) for s in calibrators]
     if not specs:
         raise ValueError("auto_recipe needs at least one calibrator")
@@ -885,14 +886,19 @@ def auto_recipe(
         if not search.stop_reason:
             search.stop_reason = search.budget.reason() or "search finished"
     threshold = threshold if threshold is not None else getattr(meets_bound, "threshold", None)
-    return search.result(threshold, timing_rounds)
+    return search.result(threshold)
 
 
 class _Search:
     """The state of one ``auto_recipe`` run: candidates, latency measurements, notes; one method per stage."""
 
-    def __init__(self, calibrate, meets_bound, *, latency_fn, qat_fn, budget: Budget, say) -> None:
+    def __init__(self, calibrate, meets_bound, *, latency_fn, qat_fn, budget: Budget, say,
+                 timing_rounds: int = 1) -> None:
+        if timing_rounds < 1:
+            raise ValueError(f"timing_rounds must be >= 1, got {timing_rounds}")
         self.calibrate, self.meets_bound = calibrate, meets_bound
+        self.timing_rounds = timing_rounds
+        self.rounds: dict[frozenset[str], list[float | None]] = {}  # latency rounds per Q/DQ structure
         self.latency_fn, self.qat_fn, self.budget, self.say = latency_fn, qat_fn, budget, say
         self.candidates: list[_Candidate] = []
         self.latency_cache: dict[frozenset[str], tuple[float | None, str]] = {}
@@ -974,17 +980,48 @@ class _Search:
         return greedy_partial(model, self.sens, self.meets_bound, budget=self.budget, on_evaluation=seen)
 
     def qat_not_faster(self, base: _Candidate) -> bool:
-        """Whether measured latency says full INT8 (what QAT keeps) is not faster than a passing partial."""
+        """Whether measured latency says full INT8 (what QAT keeps) is slower than a passing partial
+        variant beyond the noise (timed like the final choice: a tie goes to full INT8, so QAT runs)."""
         passing = [c for c in self.candidates if c.passed]
         if self.qat_fn is None or not passing or self.latency_fn is None:
             return False
         self.measure(base)  # the full-INT8 structure, which QAT keeps
-        known = [c.latency for c in passing if c.latency is not None]
-        if base.latency is None or not known or base.latency < min(known):
+        if base.latency is None or any(c.latency is None for c in passing):
             return False
-        self.notes.append(f"QAT skipped: full INT8 measured {base.latency:.4g}, not faster than the "
-                          f"passing partial variant ({min(known):.4g})")
+        timings = self.timings([base, *passing])
+        chosen, _ = fastest(list(timings.values()))
+        full = timings[self.structure(base)]
+        if chosen is full or chosen.float_parts == 0:
+            return False
+        self.notes.append(f"QAT skipped: full INT8 measured {full.median:.4g} (median of {len(full.rounds)}), "
+                          f"slower beyond the noise than the passing partial variant {chosen.label} "
+                          f"({chosen.median:.4g})")
         return True
+
+    def structure(self, c: _Candidate) -> frozenset[str]:
+        """The candidate's Q/DQ structure: the quantizers an engine runs in INT8."""
+        assert c.model is not None
+        return enabled_quantizers(c.model) - c.float_quantizers
+
+    def timings(self, candidates: list[_Candidate]) -> dict[frozenset[str], Timing]:
+        """Each distinct structure of ``candidates`` timed ``timing_rounds`` times, round-robin
+        (rounds taken before are reused; the first is the search's own measurement)."""
+        by_key: dict[frozenset[str], _Candidate] = {}
+        for c in candidates:
+            by_key.setdefault(self.structure(c), c)
+        for k in by_key:
+            if k not in self.rounds and k in self.latency_cache:
+                self.rounds[k] = [self.latency_cache[k][0]]
+
+        def measure(key) -> float | None:
+            c = by_key[key]
+            with _float(c.model, c.float_quantizers):
+                value = self.latency_fn(c.model)
+            return None if value is None else float(value)
+
+        self.rounds.update(time_round_robin(list(by_key), measure, self.timing_rounds, self.rounds))
+        return {k: Timing(c.name, len(c.float_parts), len(c.float_quantizers), self.rounds[k])
+                for k, c in by_key.items()}
 
     def qat(self, base: _Candidate, partial: bool) -> None:
         """Stage 3: QAT from the best calibration; stage 4: partial quantization of the QAT model."""
@@ -1007,57 +1044,40 @@ class _Search:
 
     # -- the choice
 
-    def choose(self, timing_rounds: int) -> tuple[_Candidate, str, dict[str, Any] | None]:
+    def choose(self) -> tuple[_Candidate, str, dict[str, Any] | None]:
         """(chosen candidate, how it was chosen, the timing evidence or None)."""
         passing = [c for c in self.candidates if c.passed]
         if not passing:
             chosen = max((c for c in self.candidates if c.value is not None), key=lambda c: _finite(c.value))
             return chosen, "nothing met the bound: the highest value found", None
         if self.latency_fn is not None and all(c.latency is not None for c in passing):
-            return self.choose_by_timing(passing, timing_rounds)
+            return self.choose_by_timing(passing)
         chosen = min(passing, key=lambda c: (len(c.float_parts), len(c.float_quantizers), -_finite(c.value)))
         why = "no latency_fn" if self.latency_fn is None else "latency unknown for some candidates"
         return chosen, (f"{why}: assumed fewer float parts is faster; fewest float parts, then quantizers, "
                         f"then highest value among {len(passing)} passing candidate(s)"), None
 
-    def choose_by_timing(self, passing: list[_Candidate], rounds: int):
+    def choose_by_timing(self, passing: list[_Candidate]):
         """The passing structures timed round-robin; the fastest median, ties by fewer float parts."""
-        from qdqbench.quant.auto_timing import TIE_RULE, Timing, fastest, time_round_robin
-
-        by_key: dict[frozenset[str], list[_Candidate]] = {}
-        for c in passing:
-            by_key.setdefault(enabled_quantizers(c.model) - c.float_quantizers, []).append(c)
-        keys = list(by_key)
-
-        def measure(key) -> float | None:
-            c = by_key[key][0]
-            with _float(c.model, c.float_quantizers):
-                value = self.latency_fn(c.model)
-            return None if value is None else float(value)
-
-        first = {k: self.latency_cache[k][0] for k in keys if k in self.latency_cache}
-        rounds_of = time_round_robin(keys, measure, rounds, first)
-        timings = {k: Timing(by_key[k][0].name, len(by_key[k][0].float_parts), len(by_key[k][0].float_quantizers),
-                             rounds_of[k]) for k in keys}
+        timings = self.timings(passing)
         best, tied = fastest(list(timings.values()))
         key = next(k for k, t in timings.items() if t is best)
-        chosen = max(by_key[key], key=lambda c: _finite(c.value))
-        for k, cands in by_key.items():
-            for c in cands:
-                c.latency = timings[k].median
-        evidence = {"rounds": rounds, "rule": TIE_RULE, "structures": [t.to_dict() for t in timings.values()],
-                    "fastest_median": min((t for t in timings.values() if t.median is not None),
-                                          key=lambda t: t.median).label,
+        chosen = max((c for c in passing if self.structure(c) == key), key=lambda c: _finite(c.value))
+        for c in passing:
+            c.latency = timings[self.structure(c)].median
+        lead = min((t for t in timings.values() if t.median is not None), key=lambda t: t.median)
+        evidence = {"rounds": self.timing_rounds, "rule": TIE_RULE,
+                    "structures": [t.to_dict() for t in timings.values()], "fastest_median": lead.label,
                     "tied_with_fastest": [t.label for t in tied], "chosen": best.label}
         selection = (f"lowest measured latency among {len(passing)} passing candidate(s) "
-                     f"({len(keys)} Q/DQ structure(s), median of {rounds} interleaved round(s)); "
+                     f"({len(timings)} Q/DQ structure(s), median of {self.timing_rounds} interleaved round(s)); "
                      f"a difference inside the rounds' spread is a tie, broken by fewer float parts; "
                      f"ties by value within a structure")
         return chosen, selection, evidence
 
-    def result(self, threshold: float | None, timing_rounds: int) -> RecipeResult:
+    def result(self, threshold: float | None) -> RecipeResult:
         """The chosen variant with its float parts switched off, its costs and the whole trace."""
-        chosen, selection, timing = self.choose(timing_rounds)
+        chosen, selection, timing = self.choose()
         model = chosen.model
         assert model is not None
         part_costs = None

@@ -60,17 +60,18 @@ def ties(a: Timing, b: Timing) -> bool:
 
 
 def time_round_robin(keys: Sequence[Hashable], measure: Callable[[Hashable], float | None], rounds: int,
-                     first: Mapping[Hashable, float | None] | None = None) -> dict[Hashable, list[float | None]]:
+                     taken: Mapping[Hashable, Sequence[float | None]] | None = None,
+                     ) -> dict[Hashable, list[float | None]]:
     """``rounds`` measurements of every key, interleaved (round 1 of all keys, then round 2, …).
 
-    ``first``: measurements already taken (they count as round 1 for their keys).
+    ``taken``: measurements already made per key (they count as its first rounds).
     """
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
-    out: dict[Hashable, list[float | None]] = {k: ([first[k]] if first and k in first else []) for k in keys}
-    for _ in range(rounds):
+    out: dict[Hashable, list[float | None]] = {k: list((taken or {}).get(k, ())) for k in keys}
+    for r in range(rounds):
         for k in keys:
-            if len(out[k]) < rounds:
+            if len(out[k]) <= r:  # round r not yet taken for this key
                 out[k].append(measure(k))
     return out
 
