@@ -102,6 +102,12 @@ def test_the_verdict_is_taken_on_examples_auto_never_saw(tiny_checkpoint, wide_g
     evaluated = [t for t in recipe["trace"] if t["value"] is not None]
     assert evaluated and all(t["rule"] == "ci-upper" and t["drop_ci_high"] is not None for t in evaluated)
     assert all(t["passed"] == (t["drop_ci_high"] <= t["allowed_drop"] + 1e-12) for t in evaluated)
+    # The report's accuracy section shows every part, labelled with what it holds.
+    md = (run_dir / "report.md").read_text(encoding="utf-8")
+    line = next(x for x in md.splitlines() if x.startswith("- tiny · sst2 · auto · torch:"))
+    assert f"test part ({len(split.test)} examples: evaluation examples recipe: auto never saw" in line
+    assert f"selection part ({len(split.selection)} examples" in line and f"full set ({len(keys)} examples" in line
+    assert "test part" in (run_dir / "report.html").read_text(encoding="utf-8")
     # The fp32 baseline keeps its verdict-free full-set record.
     fp32 = {r.cell: r for r in load_records(run_dir)}["tiny/sst2/fp32/torch/accuracy"]
     assert fp32.details["examples"] == len(keys) and "evaluation_parts" not in fp32.details
