@@ -51,6 +51,7 @@ import torch
 from torch import nn
 
 from qdqbench.core.errors import CalibrationError, QdqbenchError
+from qdqbench.quant.auto_timing import TIE_RULE, Timing, fastest, time_round_robin
 from qdqbench.quant.qdqbert import QDQSettings, apply_skip_patterns, encoder_layers, quantizer_group
 from qdqbench.quant.quantizer import quantizers, sqnr_db
 from qdqbench.quant.registry import (
@@ -232,10 +233,9 @@ class Budget:
                 "proxy_evaluations": self.proxy_evaluations, "seconds": round(self.elapsed, 3)}
 
 
-def _evaluate(meets_bound, model: nn.Module, budget: Budget) -> tuple[bool, float]:
+def _evaluate(meets_bound, model: nn.Module, budget: Budget) -> BoundCheck:
     budget.evaluations += 1
-    passed, value = meets_bound(model)
-    return bool(passed), float(value)
+    return BoundCheck.of(meets_bound(model))
 
 
 # ----------------------------------------------------------------------------------- proxies
@@ -282,15 +282,70 @@ def outputs_fn(encoded, batch_size: int, output: str = "logits",
     return forward
 
 
+ACCEPT_RULES = ("ci-upper", "point")
+
+
+class BoundCheck(tuple):
+    """``(passed, value)`` of one candidate on the selection data, with the evidence behind it.
+
+    A tuple, so a ``meets_bound`` callback may return a plain ``(passed, value)`` instead; the
+    attributes say how ``passed`` was decided: ``rule`` ("point": the value against the threshold;
+    "ci-upper": the upper end of the paired bootstrap interval of the drop against the allowed
+    drop), the ``drop`` and its interval ``drop_ci``, and the ``allowed`` drop.
+    """
+
+    def __new__(cls, passed: bool, value: float, *, rule: str = "point", drop: float | None = None,
+                drop_ci: tuple[float, float] | None = None, allowed: float | None = None) -> BoundCheck:
+        self = super().__new__(cls, (bool(passed), float(value)))
+        self.rule, self.drop, self.drop_ci, self.allowed = rule, drop, drop_ci, allowed
+        return self
+
+    @property
+    def passed(self) -> bool:
+        """Whether the candidate is accepted."""
+        return self[0]
+
+    @property
+    def value(self) -> float:
+        """The primary metric on the selection data."""
+        return self[1]
+
+    @classmethod
+    def of(cls, result: Any) -> BoundCheck:
+        """A callback's result as a BoundCheck (a plain ``(passed, value)`` is a point decision)."""
+        if isinstance(result, BoundCheck):
+            return result
+        passed, value = result
+        return cls(bool(passed), float(value))
+
+    def evidence(self) -> dict[str, Any]:
+        """JSON-able: the rule, the drop and its interval, the allowed drop."""
+        low, high = self.drop_ci if self.drop_ci is not None else (None, None)
+        return {"rule": self.rule, "drop": _num(self.drop), "drop_ci_low": _num(low),
+                "drop_ci_high": _num(high), "allowed_drop": _num(self.allowed)}
+
+
 @dataclass
 class MeetsBound:
-    """``meets_bound`` from a metric function and the suite's bound (same rule as the verdict)."""
+    """``meets_bound`` from a metric function and the suite's bound (same threshold as the verdict).
+
+    ``accept="point"``: pass when the value is at or above the threshold (``make_verdict``'s rule).
+    ``accept="ci-upper"``: ``fn`` returns ``(value, (drop_low, drop_high))``, the paired bootstrap
+    interval of the drop against the baseline on the same examples, and a candidate passes only
+    when ``drop_high`` is within the allowed drop (baseline − threshold): a drop the selection data
+    cannot tell from one outside the bound is not accepted.
+    """
 
     metric: str
-    fn: Callable[[nn.Module], float]
+    fn: Callable[[nn.Module], Any]
     baseline: float
     bound: float = 0.01
     mode: str = "relative"
+    accept: str = "point"
+
+    def __post_init__(self) -> None:
+        if self.accept not in ACCEPT_RULES:
+            raise ValueError(f"unknown accept rule '{self.accept}' (one of {', '.join(ACCEPT_RULES)})")
 
     @property
     def threshold(self) -> float:
@@ -299,11 +354,23 @@ class MeetsBound:
 
         return threshold(self.baseline, self.bound, self.mode)
 
-    def __call__(self, model: nn.Module) -> tuple[bool, float]:
+    def __call__(self, model: nn.Module) -> BoundCheck:
         from qdqbench.core.verdict import make_verdict
 
-        value = float(self.fn(model))
-        return make_verdict(self.metric, self.baseline, value, self.bound, self.mode).passed, value
+        result = self.fn(model)
+        value, drop_ci = (result if isinstance(result, tuple) else (result, None))
+        value = float(value)
+        allowed = self.baseline - self.threshold
+        if self.accept == "point":
+            passed = make_verdict(self.metric, self.baseline, value, self.bound, self.mode).passed
+        else:
+            if drop_ci is None:
+                raise ValueError("accept='ci-upper' needs fn to return (value, (drop_low, drop_high))")
+            # The verdict's tolerance of a few ulps, on the drop's upper end.
+            passed = drop_ci[1] <= allowed + 1e-12 * max(1.0, abs(self.threshold))
+        return BoundCheck(passed, value, rule=self.accept, drop=self.baseline - value,
+                          drop_ci=None if drop_ci is None else (float(drop_ci[0]), float(drop_ci[1])),
+                          allowed=allowed)
 
 
 # ----------------------------------------------------------------------------------- sensitivity
@@ -495,7 +562,7 @@ def greedy_partial(
     max_evaluations: int | None = None,
     prune: bool = True,
     kinds: Sequence[str] = ("layer",),
-    on_evaluation: Callable[[list[Part], bool, float, float], None] | None = None,
+    on_evaluation: Callable[[list[Part], BoundCheck, float], None] | None = None,
 ) -> PartialResult:
     """Leave parts in float, most harmful first, until ``meets_bound`` passes; then prune.
 
@@ -506,93 +573,121 @@ def greedy_partial(
     part has been tried against the final set, so the result is 1-minimal (``minimal``). Each
     distinct float set is evaluated at most once; evaluations stop at ``max_evaluations`` or the
     shared ``budget``. Without a passing set the result is the best-valued set tried. The model's
-    modes are restored; ``on_evaluation(parts, passed, value, seconds)`` sees every evaluation.
+    modes are restored; ``on_evaluation(parts, check, seconds)`` sees every evaluation.
     """
     if isinstance(ranking, SensitivityResult):
         parts = ranking.ranking(kinds)
     else:
         parts = [r.part if isinstance(r, PartSensitivity) else r for r in ranking]
         parts = [p for p in parts if p.kind in kinds]
-    budget = budget if budget is not None else Budget()
-    t0, used = time.perf_counter(), 0
-    cache: dict[frozenset[str], tuple[bool, float]] = {}
-    trace: list[dict[str, Any]] = []
+    search = _FloatSetSearch(model, meets_bound, budget if budget is not None else Budget(), max_evaluations,
+                             on_evaluation)
+    found, best, stop = _add_until_passing(search, parts)
+    if found is None:
+        float_parts, value = (best[1], best[0]) if best is not None else ([], None)
+        return search.result(False, value, float_parts, False, stop)
+    current, value = found
+    if not prune:
+        return search.result(True, value, current, False, "pruning off")
+    current, value, minimal, stop = _prune(search, current, value)
+    return search.result(True, value, current, minimal, stop)
 
-    def can() -> bool:
-        return budget.can_evaluate() and (max_evaluations is None or used < max_evaluations)
 
-    def reason() -> str:
-        if max_evaluations is not None and used >= max_evaluations:
-            return f"greedy evaluation limit ({max_evaluations}) reached"
-        return budget.reason() or "budget spent"
+class _FloatSetSearch:
+    """Evaluations of float sets for ``greedy_partial``: each distinct set once, all traced."""
 
-    def evaluate(float_set: list[Part], step: str, part: Part) -> tuple[bool, float]:
-        nonlocal used
+    def __init__(self, model: nn.Module, meets_bound, budget: Budget, max_evaluations: int | None,
+                 on_evaluation) -> None:
+        self.model, self.meets_bound, self.budget = model, meets_bound, budget
+        self.max_evaluations, self.on_evaluation = max_evaluations, on_evaluation
+        self.used = 0
+        self.t0 = time.perf_counter()
+        self.cache: dict[frozenset[str], BoundCheck] = {}
+        self.trace: list[dict[str, Any]] = []
+
+    def can(self) -> bool:
+        """Whether one more evaluation fits the budget and the greedy limit."""
+        return self.budget.can_evaluate() and (self.max_evaluations is None or self.used < self.max_evaluations)
+
+    def reason(self) -> str:
+        """Which limit stopped the search."""
+        if self.max_evaluations is not None and self.used >= self.max_evaluations:
+            return f"greedy evaluation limit ({self.max_evaluations}) reached"
+        return self.budget.reason() or "budget spent"
+
+    def evaluate(self, float_set: list[Part], step: str, part: Part) -> BoundCheck:
+        """``meets_bound`` with ``float_set`` in float (a set evaluated before comes from the cache)."""
         key = frozenset(n for p in float_set for n in p.quantizers)
-        if key in cache:  # a set the forward pass (or an earlier pruning round) already evaluated
-            trace.append({"step": step, "part": part.name, "float_parts": [p.name for p in float_set],
-                          "passed": cache[key][0], "value": _num(cache[key][1]), "cached": True})
-            return cache[key]
-        used += 1
+        entry = {"step": step, "part": part.name, "float_parts": [p.name for p in float_set]}
+        if key in self.cache:  # a set the forward pass (or an earlier pruning round) already evaluated
+            check = self.cache[key]
+            self.trace.append(entry | {"passed": check.passed, "value": _num(check.value), "cached": True})
+            return check
+        self.used += 1
         t = time.perf_counter()
-        with _float(model, key):
-            result = _evaluate(meets_bound, model, budget)
+        with _float(self.model, key):
+            check = _evaluate(self.meets_bound, self.model, self.budget)
         secs = time.perf_counter() - t
-        cache[key] = result
-        trace.append({"step": step, "part": part.name, "float_parts": [p.name for p in float_set],
-                      "passed": result[0], "value": _num(result[1]), "seconds": round(secs, 3), "cached": False})
-        if on_evaluation is not None:
-            on_evaluation(list(float_set), result[0], result[1], secs)
-        return result
+        self.cache[key] = check
+        self.trace.append(entry | {"passed": check.passed, "value": _num(check.value), **check.evidence(),
+                                   "seconds": round(secs, 3), "cached": False})
+        if self.on_evaluation is not None:
+            self.on_evaluation(list(float_set), check, secs)
+        return check
 
+    def result(self, passed: bool, value: float | None, float_parts: list[Part], minimal: bool,
+               stop: str) -> PartialResult:
+        """The search's outcome with its trace."""
+        return PartialResult(passed, value, float_parts, self.used, time.perf_counter() - self.t0, minimal, stop,
+                             self.trace)
+
+
+def _add_until_passing(search: _FloatSetSearch, parts: Sequence[Part]):
+    """Forward pass: add parts in ranking order until a float set passes.
+
+    Returns (the passing set and its value, or None; the best-valued set tried; why it stopped).
+    """
     current: list[Part] = []
     covered: set[str] = set()
-    found: tuple[list[Part], float] | None = None
     best: tuple[float, list[Part]] | None = None
-    stop = "every ranked part is in float and the bound is still missed"
     for part in parts:
         if part.quantizers <= covered:
             continue
-        if not can():
-            stop = reason()
-            break
+        if not search.can():
+            return None, best, search.reason()
         current = current + [part]
         covered |= part.quantizers
-        passed, value = evaluate(current, "add", part)
+        passed, value = search.evaluate(current, "add", part)
         if best is None or _finite(value) > _finite(best[0]):
             best = (value, current)
         if passed:
-            found = (current, value)
-            break
-    if found is None:
-        float_parts, value = (best[1], best[0]) if best is not None else ([], None)
-        return PartialResult(False, value, float_parts, used, time.perf_counter() - t0, False, stop, trace)
+            return (current, value), best, ""
+    return None, best, "every ranked part is in float and the bound is still missed"
 
-    current, value = found
-    minimal, stop = True, "pruned: every float part was tried against the final set"
-    if not prune:
-        minimal, stop = False, "pruning off"
-    else:
-        verified: set[str] = set()
-        while True:
-            todo = [p for p in reversed(current) if p.name not in verified]
-            if not todo:
-                break
-            if not can():
-                minimal, stop = False, reason()
-                break
-            part = todo[0]
-            trial = [p for p in current if p is not part]
-            if not trial:  # quantizing everything again: the full model, known to fail
-                verified.add(part.name)
-                continue
-            passed, v = evaluate(trial, "remove", part)
-            if passed:
-                current, value = trial, v
-                verified.clear()  # the set changed: every remaining part is tried again
-            else:
-                verified.add(part.name)
-    return PartialResult(True, value, current, used, time.perf_counter() - t0, minimal, stop, trace)
+
+def _prune(search: _FloatSetSearch, current: list[Part], value: float):
+    """Backward pass: quantize each float part again while the bound holds, until 1-minimal.
+
+    Returns (float set, its value, whether verified minimal, why it stopped).
+    """
+    verified: set[str] = set()
+    while True:
+        todo = [p for p in reversed(current) if p.name not in verified]
+        if not todo:
+            return current, value, True, "pruned: every float part was tried against the final set"
+        if not search.can():
+            return current, value, False, search.reason()
+        part = todo[0]
+        trial = [p for p in current if p is not part]
+        if not trial:  # quantizing everything again: the full model, known to fail
+            verified.add(part.name)
+            continue
+        passed, v = search.evaluate(trial, "remove", part)
+        if passed:
+            current, value = trial, v
+            verified.clear()  # the set changed: every remaining part is tried again
+        else:
+            verified.add(part.name)
 
 
 # ----------------------------------------------------------------------------------- calibrations
@@ -689,6 +784,7 @@ class _Candidate:
     evaluations: int = 0
     seconds: float = 0.0
     error: str | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)  # BoundCheck.evidence(): rule, drop interval
 
     @property
     def float_quantizers(self) -> frozenset[str]:
@@ -698,8 +794,9 @@ class _Candidate:
         return {"name": self.name, "stage": self.stage, "calibrator": self.calibrator,
                 "float_parts": [p.name for p in self.float_parts], "patterns": list(patterns_for(self.float_parts)),
                 "float_quantizers": len(self.float_quantizers), "qat": self.qat, "value": _num(self.value),
-                "passed": self.passed, "latency": _num(self.latency), "latency_source": self.latency_source,
-                "evaluations": self.evaluations, "seconds": round(self.seconds, 3), "error": self.error}
+                "passed": self.passed, **self.evidence, "latency": _num(self.latency),
+                "latency_source": self.latency_source, "evaluations": self.evaluations,
+                "seconds": round(self.seconds, 3), "error": self.error}
 
 
 @dataclass
@@ -724,6 +821,8 @@ class RecipeResult:
     # Latency on the target engine of the chosen variant with every part in INT8, and with each of
     # its float parts alone left in float (None without float parts or a latency_fn).
     float_part_costs: dict[str, Any] | None = None
+    # The round-robin timing of the passing structures that decided the choice (auto_timing).
+    timing: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Everything but the model, JSON-able, for the result record."""
@@ -731,7 +830,8 @@ class RecipeResult:
                 "threshold": _num(self.threshold), "gap": _num(self.gap), "latency": _num(self.latency),
                 "description": self.description, "selection": self.selection, "trace": self.trace,
                 "sensitivity": self.sensitivity, "partial": self.partial, "budget": self.budget,
-                "stop_reason": self.stop_reason, "notes": self.notes, "float_part_costs": self.float_part_costs}
+                "stop_reason": self.stop_reason, "notes": self.notes, "float_part_costs": self.float_part_costs,
+                "timing": self.timing}
 
 
 def auto_recipe(
@@ -747,6 +847,7 @@ def auto_recipe(
     partial: bool = True,
     sensitivity_mode: str = "both",
     progress: Callable[[str], None] | None = None,
+    timing_rounds: int = 1,
 ) -> RecipeResult:
     """Calibrators, then partial quantization, then QAT; return the fastest variant that passes.
 
@@ -759,152 +860,244 @@ def auto_recipe(
                structure is not faster than it;
       qat+partial  if nothing passed yet: ``greedy_partial`` on the QAT model (same ranking).
     Search order assumes that a variant with more parts in INT8 is not slower (so a passing
-    full-INT8 variant ends the search). The choice among passing candidates is the lowest
-    ``latency_fn`` (measured once per Q/DQ structure: variants that differ only in scales or
-    weights share it), ties by value; where any latency is unknown it is the fewest float parts,
-    then the fewest float quantizers, then value — the result says which. Nothing passing: the
-    highest value, with ``gap`` = ``threshold`` − value (``threshold`` defaults to
-    ``meets_bound.threshold`` when it has one).
+    full-INT8 variant ends the search). The choice among passing candidates is by ``latency_fn``
+    (one number per Q/DQ structure and call: variants that differ only in scales or weights share
+    it): the passing structures are timed ``timing_rounds`` times, interleaved, and the fastest
+    median wins unless another structure's spread overlaps it — a tie, broken by fewer float parts
+    (``auto_timing.TIE_RULE``); candidates of one structure go by value. Where any latency is
+    unknown it is the fewest float parts, then the fewest float quantizers, then value — the result
+    says which. Nothing passing: the highest value, with ``gap`` = ``threshold`` − value
+    (``threshold`` defaults to ``meets_bound.threshold`` when it has one).
     """
-    budget = (budget if budget is not None else Budget()).start()
-    threshold = threshold if threshold is not None else getattr(meets_bound, "threshold", None)
-    say = progress or (lambda msg: None)
+    search = _Search(calibrate, meets_bound, latency_fn=latency_fn, qat_fn=qat_fn,
+                     budget=(budget if budget is not None else Budget()).start(),
+                     say=progress or (lambda msg: None), timing_rounds=timing_rounds)
     specs = [CalibratorSpec.parse(s) for s in calibrators]
     if not specs:
         raise ValueError("auto_recipe needs at least one calibrator")
-    candidates: list[_Candidate] = []
-    latency_cache: dict[frozenset[str], tuple[float | None, str]] = {}
-    notes: list[str] = []
-    qat_skipped = False
-    stop_reason = ""
+    ptq = search.calibrators(specs)
+    if any(c.passed for c in ptq):
+        search.stop_reason = "a full-INT8 calibration passed; partial and QAT variants cannot be faster"
+    else:
+        base = max(ptq, key=lambda c: _finite(c.value))
+        if partial and search.can_evaluate():
+            search.partial(base, score_fn, sensitivity_mode)
+        search.qat(base, partial)
+        if not search.stop_reason:
+            search.stop_reason = search.budget.reason() or "search finished"
+    threshold = threshold if threshold is not None else getattr(meets_bound, "threshold", None)
+    return search.result(threshold)
 
-    def measure(c: _Candidate) -> None:
-        if latency_fn is None or c.latency_source is not None:
+
+class _Search:
+    """The state of one ``auto_recipe`` run: candidates, latency measurements, notes; one method per stage."""
+
+    def __init__(self, calibrate, meets_bound, *, latency_fn, qat_fn, budget: Budget, say,
+                 timing_rounds: int = 1) -> None:
+        if timing_rounds < 1:
+            raise ValueError(f"timing_rounds must be >= 1, got {timing_rounds}")
+        self.calibrate, self.meets_bound = calibrate, meets_bound
+        self.timing_rounds = timing_rounds
+        self.rounds: dict[frozenset[str], list[float | None]] = {}  # latency rounds per Q/DQ structure
+        self.latency_fn, self.qat_fn, self.budget, self.say = latency_fn, qat_fn, budget, say
+        self.candidates: list[_Candidate] = []
+        self.latency_cache: dict[frozenset[str], tuple[float | None, str]] = {}
+        self.notes: list[str] = []
+        self.stop_reason = ""
+        self.sens: SensitivityResult | None = None
+        self.part_result: PartialResult | None = None
+
+    # -- bookkeeping
+
+    def can_evaluate(self) -> bool:
+        """One more evaluation fits ("never nothing": the first candidate is evaluated whatever the budget)."""
+        return self.budget.can_evaluate() or not any(c.value is not None for c in self.candidates)
+
+    def measure(self, c: _Candidate) -> None:
+        """The candidate's latency on the target engine, once per Q/DQ structure."""
+        if self.latency_fn is None or c.latency_source is not None:
             return
         assert c.model is not None
-        c.latency, first, fresh = _structure_latency(c.model, c.float_quantizers, latency_fn, latency_cache, c.name)
+        c.latency, first, fresh = _structure_latency(c.model, c.float_quantizers, self.latency_fn,
+                                                     self.latency_cache, c.name)
         if not fresh:
             c.latency_source = f"same Q/DQ structure as {first}"
         else:
             c.latency_source = "measured" if c.latency is not None else "unknown"
 
-    def record(c: _Candidate) -> _Candidate:
+    def record(self, c: _Candidate, check: BoundCheck | None = None) -> _Candidate:
+        """Add an evaluated candidate (a passing one is timed)."""
+        if check is not None:
+            c.passed, c.value, c.evidence = check.passed, check.value, check.evidence()
         if c.passed:
-            measure(c)
-        candidates.append(c)
-        say(f"{c.name}: value {c.value}, {'passed' if c.passed else 'failed'}")
+            self.measure(c)
+        self.candidates.append(c)
+        self.say(f"{c.name}: value {c.value}, {'passed' if c.passed else 'failed'}")
         return c
 
-    def can_evaluate() -> bool:
-        # "Never nothing": the first candidate is evaluated whatever the budget says.
-        return budget.can_evaluate() or not any(c.value is not None for c in candidates)
+    # -- stages
 
-    # ---- stage 1: calibrators, full INT8
-    ptq: list[_Candidate] = []
-    for spec in specs:
-        if not can_evaluate():
-            stop_reason = budget.reason()
-            break
-        t0 = time.perf_counter()
-        try:
-            model = calibrate(spec)
-        except CalibrationError as exc:
-            c = _Candidate(f"ptq:{spec.name}", "ptq", spec.name, None, error=str(exc),
-                           seconds=time.perf_counter() - t0)
-            candidates.append(c)
-            say(f"{c.name}: {exc}")
-            continue
-        passed, value = _evaluate(meets_bound, model, budget)
-        ptq.append(record(_Candidate(f"ptq:{spec.name}", "ptq", spec.name, model, passed=passed, value=value,
-                                     evaluations=1, seconds=time.perf_counter() - t0)))
-        _keep_models(candidates)
-    if not ptq:
-        errors = "; ".join(f"{c.name}: {c.error}" for c in candidates if c.error)
-        raise AutoQuantError(f"auto recipe: no calibrator produced a model ({errors})")
-    base = max(ptq, key=lambda c: _finite(c.value))
-    sens: SensitivityResult | None = None
-    part_result: PartialResult | None = None
-
-    def run_partial(model: nn.Module, stage: str, calibrator: str, qat: dict | None) -> PartialResult:
-        def seen(parts: list[Part], passed: bool, value: float, secs: float) -> None:
-            name = f"{stage}:{calibrator}:" + "+".join(p.name for p in parts)
-            record(_Candidate(name, stage, calibrator, model, list(parts), qat, passed, value,
-                              evaluations=1, seconds=secs))
-        assert sens is not None
-        return greedy_partial(model, sens, meets_bound, budget=budget, on_evaluation=seen)
-
-    if any(c.passed for c in ptq):
-        stop_reason = "a full-INT8 calibration passed; partial and QAT variants cannot be faster"
-    else:
-        # ---- stage 2: partial quantization
-        if partial and can_evaluate():
-            say(f"sensitivity on {base.name}")
-            proxy = score_fn if score_fn is not None else Proxy(
-                "task metric (meets_bound value)", lambda m: meets_bound(m)[1])
-            sens = sensitivity(base.model, None, proxy, mode=sensitivity_mode, budget=budget,
-                               count_as="proxy" if score_fn is not None else "evaluation")
-            part_result = run_partial(base.model, "partial", base.calibrator, None)
-        # ---- stage 3: QAT
-        passing_partial = [c for c in candidates if c.passed]
-        if qat_fn is not None and passing_partial and latency_fn is not None:
-            measure(base)  # the full-INT8 structure, which QAT keeps
-            best_partial = min(c.latency for c in passing_partial if c.latency is not None) \
-                if any(c.latency is not None for c in passing_partial) else None
-            if base.latency is not None and best_partial is not None and base.latency >= best_partial:
-                notes.append(f"QAT skipped: full INT8 measured {base.latency:.4g}, not faster than the "
-                             f"passing partial variant ({best_partial:.4g})")
-                qat_skipped = True
-        if qat_fn is None:
-            notes.append("QAT not run: no qat_fn given")
-        elif not qat_skipped and can_evaluate():
-            say(f"QAT from ptq:{base.calibrator}")
+    def calibrators(self, specs: Sequence[CalibratorSpec]) -> list[_Candidate]:
+        """Stage 1: every calibrator, full INT8. Raises when none produced a model."""
+        ptq: list[_Candidate] = []
+        for spec in specs:
+            if not self.can_evaluate():
+                self.stop_reason = self.budget.reason()
+                break
             t0 = time.perf_counter()
-            model = copy.deepcopy(base.model)
-            info = qat_fn(model)
-            qat_info = info.to_dict() if hasattr(info, "to_dict") else (dict(info) if info else {})
-            passed, value = _evaluate(meets_bound, model, budget)
-            qc = record(_Candidate(f"qat:{base.calibrator}", "qat", base.calibrator, model, qat=qat_info,
-                                   passed=passed, value=value, evaluations=1, seconds=time.perf_counter() - t0))
-            # ---- stage 4: partial quantization of the QAT model
-            if not any(c.passed for c in candidates) and partial and sens is not None and can_evaluate():
-                run_partial(qc.model, "qat+partial", base.calibrator, qat_info)
-        if not stop_reason:
-            stop_reason = budget.reason() or "search finished"
+            try:
+                model = self.calibrate(spec)
+            except CalibrationError as exc:
+                self.candidates.append(_Candidate(f"ptq:{spec.name}", "ptq", spec.name, None, error=str(exc),
+                                                  seconds=time.perf_counter() - t0))
+                self.say(f"ptq:{spec.name}: {exc}")
+                continue
+            check = _evaluate(self.meets_bound, model, self.budget)
+            ptq.append(self.record(_Candidate(f"ptq:{spec.name}", "ptq", spec.name, model, evaluations=1,
+                                              seconds=time.perf_counter() - t0), check))
+            _keep_models(self.candidates)
+        if not ptq:
+            errors = "; ".join(f"{c.name}: {c.error}" for c in self.candidates if c.error)
+            raise AutoQuantError(f"auto recipe: no calibrator produced a model ({errors})")
+        return ptq
 
-    # ---- choose
-    passing = [c for c in candidates if c.passed]
-    if passing:
-        if latency_fn is not None and all(c.latency is not None for c in passing):
-            chosen = min(passing, key=lambda c: (c.latency, -_finite(c.value)))
-            selection = f"lowest measured latency among {len(passing)} passing candidate(s), ties by value"
-        else:
-            chosen = min(passing, key=lambda c: (len(c.float_parts), len(c.float_quantizers), -_finite(c.value)))
-            why = "no latency_fn" if latency_fn is None else "latency unknown for some candidates"
-            selection = (f"{why}: assumed fewer float parts is faster; fewest float parts, then quantizers, "
-                         f"then highest value among {len(passing)} passing candidate(s)")
-    else:
-        chosen = max((c for c in candidates if c.value is not None), key=lambda c: _finite(c.value))
-        selection = "nothing met the bound: the highest value found"
-    model = chosen.model
-    assert model is not None
-    part_costs = None
-    if chosen.float_parts and latency_fn is not None:
-        part_costs = _float_part_costs(chosen, latency_fn, latency_cache)
-    if chosen.float_parts:
-        apply_skip_patterns(model, patterns_for(chosen.float_parts))
-    gap = None if chosen.passed or threshold is None or chosen.value is None else threshold - chosen.value
-    description = {"stage": chosen.stage, "calibrator": chosen.calibrator,
-                   "float_parts": [p.name for p in chosen.float_parts],
-                   "skip_patterns": list(patterns_for(chosen.float_parts)),
-                   "float_quantizers": len(chosen.float_quantizers), "qat": chosen.qat}
-    return RecipeResult(
-        model=model, name=chosen.name, passed=chosen.passed, value=chosen.value, threshold=threshold, gap=gap,
-        latency=chosen.latency, description=description, selection=selection,
-        trace=[c.to_dict() for c in candidates], sensitivity=sens.to_dict() if sens else None,
-        partial=part_result.to_dict() if part_result else None,
-        budget=budget.to_dict() | {"latency_measurements": len(latency_cache)},
-        stop_reason=stop_reason, notes=notes, float_part_costs=part_costs,
-    )
+    def partial(self, base: _Candidate, score_fn, sensitivity_mode: str) -> None:
+        """Stage 2: sensitivity on the best calibration, then the greedy float set."""
+        self.say(f"sensitivity on {base.name}")
+        proxy = score_fn if score_fn is not None else Proxy(
+            "task metric (meets_bound value)", lambda m: self.meets_bound(m)[1])
+        self.sens = sensitivity(base.model, None, proxy, mode=sensitivity_mode, budget=self.budget,
+                                count_as="proxy" if score_fn is not None else "evaluation")
+        self.part_result = self.greedy(base.model, "partial", base.calibrator, None)
+
+    def greedy(self, model: nn.Module, stage: str, calibrator: str, qat: dict | None) -> PartialResult:
+        """``greedy_partial`` on ``model`` with the sensitivity ranking; every evaluation is a candidate."""
+        def seen(parts: list[Part], check: BoundCheck, secs: float) -> None:
+            name = f"{stage}:{calibrator}:" + "+".join(p.name for p in parts)
+            self.record(_Candidate(name, stage, calibrator, model, list(parts), qat, evaluations=1, seconds=secs),
+                        check)
+        assert self.sens is not None
+        return greedy_partial(model, self.sens, self.meets_bound, budget=self.budget, on_evaluation=seen)
+
+    def qat_not_faster(self, base: _Candidate) -> bool:
+        """Whether measured latency says full INT8 (what QAT keeps) is slower than a passing partial
+        variant beyond the noise (timed like the final choice: a tie goes to full INT8, so QAT runs)."""
+        passing = [c for c in self.candidates if c.passed]
+        if self.qat_fn is None or not passing or self.latency_fn is None:
+            return False
+        self.measure(base)  # the full-INT8 structure, which QAT keeps
+        if base.latency is None or any(c.latency is None for c in passing):
+            return False
+        timings = self.timings([base, *passing])
+        chosen, _ = fastest(list(timings.values()))
+        full = timings[self.structure(base)]
+        if chosen is full or chosen.float_parts == 0:
+            return False
+        self.notes.append(f"QAT skipped: full INT8 measured {full.median:.4g} (median of {len(full.rounds)}), "
+                          f"slower beyond the noise than the passing partial variant {chosen.label} "
+                          f"({chosen.median:.4g})")
+        return True
+
+    def structure(self, c: _Candidate) -> frozenset[str]:
+        """The candidate's Q/DQ structure: the quantizers an engine runs in INT8."""
+        assert c.model is not None
+        return enabled_quantizers(c.model) - c.float_quantizers
+
+    def timings(self, candidates: list[_Candidate]) -> dict[frozenset[str], Timing]:
+        """Each distinct structure of ``candidates`` timed ``timing_rounds`` times, round-robin
+        (rounds taken before are reused; the first is the search's own measurement)."""
+        by_key: dict[frozenset[str], _Candidate] = {}
+        for c in candidates:
+            by_key.setdefault(self.structure(c), c)
+        for k in by_key:
+            if k not in self.rounds and k in self.latency_cache:
+                self.rounds[k] = [self.latency_cache[k][0]]
+
+        def measure(key) -> float | None:
+            c = by_key[key]
+            with _float(c.model, c.float_quantizers):
+                value = self.latency_fn(c.model)
+            return None if value is None else float(value)
+
+        self.rounds.update(time_round_robin(list(by_key), measure, self.timing_rounds, self.rounds))
+        return {k: Timing(c.name, len(c.float_parts), len(c.float_quantizers), self.rounds[k])
+                for k, c in by_key.items()}
+
+    def qat(self, base: _Candidate, partial: bool) -> None:
+        """Stage 3: QAT from the best calibration; stage 4: partial quantization of the QAT model."""
+        if self.qat_fn is None:
+            self.notes.append("QAT not run: no qat_fn given")
+            return
+        if self.qat_not_faster(base) or not self.can_evaluate():
+            return
+        self.say(f"QAT from ptq:{base.calibrator}")
+        t0 = time.perf_counter()
+        model = copy.deepcopy(base.model)
+        info = self.qat_fn(model)
+        qat_info = info.to_dict() if hasattr(info, "to_dict") else (dict(info) if info else {})
+        check = _evaluate(self.meets_bound, model, self.budget)
+        qc = self.record(_Candidate(f"qat:{base.calibrator}", "qat", base.calibrator, model, qat=qat_info,
+                                    evaluations=1, seconds=time.perf_counter() - t0), check)
+        if not any(c.passed for c in self.candidates) and partial and self.sens is not None \
+                and self.can_evaluate():
+            self.greedy(qc.model, "qat+partial", base.calibrator, qat_info)
+
+    # -- the choice
+
+    def choose(self) -> tuple[_Candidate, str, dict[str, Any] | None]:
+        """(chosen candidate, how it was chosen, the timing evidence or None)."""
+        passing = [c for c in self.candidates if c.passed]
+        if not passing:
+            chosen = max((c for c in self.candidates if c.value is not None), key=lambda c: _finite(c.value))
+            return chosen, "nothing met the bound: the highest value found", None
+        if self.latency_fn is not None and all(c.latency is not None for c in passing):
+            return self.choose_by_timing(passing)
+        chosen = min(passing, key=lambda c: (len(c.float_parts), len(c.float_quantizers), -_finite(c.value)))
+        why = "no latency_fn" if self.latency_fn is None else "latency unknown for some candidates"
+        return chosen, (f"{why}: assumed fewer float parts is faster; fewest float parts, then quantizers, "
+                        f"then highest value among {len(passing)} passing candidate(s)"), None
+
+    def choose_by_timing(self, passing: list[_Candidate]):
+        """The passing structures timed round-robin; the fastest median, ties by fewer float parts."""
+        timings = self.timings(passing)
+        best, tied = fastest(list(timings.values()))
+        key = next(k for k, t in timings.items() if t is best)
+        chosen = max((c for c in passing if self.structure(c) == key), key=lambda c: _finite(c.value))
+        for c in passing:
+            c.latency = timings[self.structure(c)].median
+        lead = min((t for t in timings.values() if t.median is not None), key=lambda t: t.median)
+        evidence = {"rounds": self.timing_rounds, "rule": TIE_RULE,
+                    "structures": [t.to_dict() for t in timings.values()], "fastest_median": lead.label,
+                    "tied_with_fastest": [t.label for t in tied], "chosen": best.label}
+        selection = (f"lowest measured latency among {len(passing)} passing candidate(s) "
+                     f"({len(timings)} Q/DQ structure(s), median of {self.timing_rounds} interleaved round(s)); "
+                     f"a difference inside the rounds' spread is a tie, broken by fewer float parts; "
+                     f"ties by value within a structure")
+        return chosen, selection, evidence
+
+    def result(self, threshold: float | None) -> RecipeResult:
+        """The chosen variant with its float parts switched off, its costs and the whole trace."""
+        chosen, selection, timing = self.choose()
+        model = chosen.model
+        assert model is not None
+        part_costs = None
+        if chosen.float_parts and self.latency_fn is not None:
+            part_costs = _float_part_costs(chosen, self.latency_fn, self.latency_cache)
+        if chosen.float_parts:
+            apply_skip_patterns(model, patterns_for(chosen.float_parts))
+        gap = None if chosen.passed or threshold is None or chosen.value is None else threshold - chosen.value
+        description = {"stage": chosen.stage, "calibrator": chosen.calibrator,
+                       "float_parts": [p.name for p in chosen.float_parts],
+                       "skip_patterns": list(patterns_for(chosen.float_parts)),
+                       "float_quantizers": len(chosen.float_quantizers), "qat": chosen.qat}
+        return RecipeResult(
+            model=model, name=chosen.name, passed=chosen.passed, value=chosen.value, threshold=threshold, gap=gap,
+            latency=chosen.latency, description=description, selection=selection,
+            trace=[c.to_dict() for c in self.candidates], sensitivity=self.sens.to_dict() if self.sens else None,
+            partial=self.part_result.to_dict() if self.part_result else None,
+            budget=self.budget.to_dict() | {"latency_measurements": len(self.latency_cache)},
+            stop_reason=self.stop_reason, notes=self.notes, float_part_costs=part_costs, timing=timing,
+        )
 
 
 def _structure_latency(model: nn.Module, float_names: frozenset[str], latency_fn: Callable[[nn.Module], float | None],
@@ -983,5 +1176,5 @@ __all__ = [
     "PartSensitivity", "SensitivityResult", "sensitivity", "SENSITIVITY_MODES",
     "PartialResult", "greedy_partial", "MINIMALITY_NOTE",
     "CalibratorSpec", "DEFAULT_CALIBRATORS", "Calibrations",
-    "RecipeResult", "auto_recipe", "AutoQuantError",
+    "RecipeResult", "auto_recipe", "AutoQuantError", "BoundCheck", "ACCEPT_RULES",
 ]

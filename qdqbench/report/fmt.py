@@ -147,3 +147,11 @@ def fmt_bound(bound: float | None, mode: str | None) -> str:
 def fmt_shape(batch: int | None, seq: int | None) -> str:
     """'8×128' (batch × sequence length)."""
     return DASH if batch is None else f"{batch}×{seq}"
+
+
+def fmt_part(part: str, contains: str, examples: int | None, value: float | None, drop: float | None,
+             drop_low: float | None, drop_high: float | None, passed: bool | None) -> str:
+    """One part of a split evaluation set: '<part> (N examples: what it holds): score, drop [CI], verdict'."""
+    label = {"test": "test part", "selection": "selection part", "full": "full set"}.get(part, part)
+    return (f"{label} ({fmt_int(examples)} examples: {contains}): {fmt_score(value)}, drop "
+            f"{fmt_points(drop)} {fmt_ci_points(drop_low, drop_high)} {fmt_verdict(passed)}")

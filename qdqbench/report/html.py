@@ -50,6 +50,7 @@ from qdqbench.report.rows import (
     fmt_int,
     fmt_method,
     fmt_ms,
+    fmt_part,
     fmt_pct,
     fmt_points,
     fmt_ratio,
@@ -362,9 +363,20 @@ def _accuracy(report: Report) -> str:
         f"{PEER_BADGE} scheme is a peer tool's recipe (ONNX Runtime quantization, ModelOpt) "
         "built from the fp32 export, not a QDQBERT variant."
     )
+    split = [a for a in report.accuracy if a.parts]
+    parts = ""
+    if split:
+        items = "".join(
+            f"<li>{esc(f'{a.model} · {a.task} · {a.scheme} · {a.backend}')}: "
+            + "; ".join(esc(fmt_part(p.part, p.contains, p.examples, p.value, p.drop, p.drop_ci_low,
+                                     p.drop_ci_high, p.passed)) for p in a.parts) + "</li>"
+            for a in split)
+        parts = ('<p class="note">recipe: auto chose on a selection part of the evaluation set; the rows '
+                 "above show the test part (fp32, value, drop and verdict), which it never saw. Every part:</p>"
+                 f"<ul class=\"note\">{items}</ul>")
     return (
         '<section id="accuracy"><h2>Accuracy</h2>'
-        f'<p class="note">{note}</p>{table_html("accuracy-table", headers, rows)}</section>'
+        f'<p class="note">{note}</p>{table_html("accuracy-table", headers, rows)}{parts}</section>'
     )
 
 

@@ -441,7 +441,8 @@ def _traces(report: Report) -> str:
         out.append(
             f'<div id="trace-{t.anchor}"><h3>What the auto recipe tried: {esc(t.model)} · '
             f'{esc(t.task)} · {esc(t.scheme)}</h3><p class="note">{"; ".join(facts)}. Values are '
-            "the primary metric on the held-out selection data, not the dev set.</p>"
+            "the primary metric on the selection data (a held-out training slice, or the dev set's selection "
+            "part), never the data of the verdict.</p>"
             f"{table_html(f'tracetable-{t.anchor}', headers, rows)}{_part_costs(t)}</div>"
         )
     return "".join(out)

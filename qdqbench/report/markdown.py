@@ -28,6 +28,7 @@ from qdqbench.report.rows import (
     fmt_int,
     fmt_method,
     fmt_ms,
+    fmt_part,
     fmt_pct,
     fmt_points,
     fmt_ratio,
@@ -186,7 +187,23 @@ def _accuracy(report: Report) -> list[str]:
         f"Scores in percent points; drop = fp32 − quantized; bound: "
         f"{fmt_bound(report.bound, report.bound_mode)}; (peer) marks a peer tool's recipe.",
         md_table(headers, rows, numeric=(6, 7, 8, 9, 11)),
+        *_split_parts(report),
     ]
+
+
+def _split_parts(report: Report) -> list[str]:
+    """Rows of recipe: auto schemes judged on the test part of a split evaluation set: every part."""
+    split = [a for a in report.accuracy if a.parts]
+    if not split:
+        return []
+    lines = ["recipe: auto chose on a selection part of the evaluation set; the rows above show the "
+             "test part (fp32, value, drop and verdict), which it never saw. Every part:"]
+    for a in split:
+        where = md_escape(f"{a.model} · {a.task} · {a.scheme} · {a.backend}")
+        lines.append(f"- {where}: " + "; ".join(md_escape(fmt_part(p.part, p.contains, p.examples, p.value, p.drop,
+                                                                    p.drop_ci_low, p.drop_ci_high, p.passed))
+                                                  for p in a.parts))
+    return ["\n".join(lines)]
 
 
 def _engines(report: Report) -> list[str]:

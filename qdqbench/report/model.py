@@ -31,6 +31,20 @@ def is_peer_kind(scheme_kind: str) -> bool:
 
 
 @dataclass(frozen=True)
+class PartScore:
+    """One part of a split evaluation set (``test``, ``selection``, ``full``) and what it contains."""
+
+    part: str
+    contains: str
+    examples: int | None
+    value: float | None
+    drop: float | None
+    drop_ci_low: float | None
+    drop_ci_high: float | None
+    passed: bool | None
+
+
+@dataclass(frozen=True)
 class AccuracyRow:
     """One accuracy cell: its primary metric, the fp32 reference and the stored verdict."""
 
@@ -59,6 +73,9 @@ class AccuracyRow:
     threshold: float | None
     passed: bool | None  # None: no verdict (fp32 rows)
     other_metrics: tuple[tuple[str, float | None], ...] = ()
+    # recipe: auto on a split evaluation set: the test part (the verdict, which value/drop above
+    # are), the selection part it chose on and the full set, as stored in details.evaluation_parts.
+    parts: tuple[PartScore, ...] = ()
 
     @property
     def is_quantized(self) -> bool:

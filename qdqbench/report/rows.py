@@ -40,6 +40,7 @@ from qdqbench.report.fmt import (  # noqa: F401 — re-exported: renderers read 
     fmt_delta_points,
     fmt_int,
     fmt_ms,
+    fmt_part,
     fmt_pct,
     fmt_points,
     fmt_ratio,
@@ -62,6 +63,7 @@ from qdqbench.report.model import (  # noqa: F401 — re-exported: the row types
     LatencyRow,
     MethodRow,
     PairVerdict,
+    PartScore,
     ThroughputChart,
     VerdictSummary,
     is_peer_kind,
@@ -137,6 +139,21 @@ def _ratio(num: float | None, den: float | None) -> float | None:
     return num / den
 
 
+def _part_scores(parts: Any) -> tuple[PartScore, ...]:
+    """``details.evaluation_parts`` of a recipe: auto record as PartScores (test, selection, full)."""
+    if not isinstance(parts, Mapping):
+        return ()
+    out = []
+    for name in ("test", "selection", "full"):
+        p = parts.get(name)
+        if isinstance(p, Mapping):
+            num = layers._num
+            out.append(PartScore(name, str(p.get("contains", "")), as_int(p.get("examples")), num(p.get("value")),
+                                 num(p.get("drop")), num(p.get("drop_ci_low")), num(p.get("drop_ci_high")),
+                                 p.get("passed") if isinstance(p.get("passed"), bool) else None))
+    return tuple(out)
+
+
 def _accuracy_rows(records: Sequence[Record], order: _Order) -> list[AccuracyRow]:
     anchors = Anchors()
     # fp32 references per (model, task, backend), used when a quantized row has no verdict.
@@ -187,6 +204,7 @@ def _accuracy_rows(records: Sequence[Record], order: _Order) -> list[AccuracyRow
                 threshold=v.threshold if v else None,
                 passed=v.passed if v else None,
                 other_metrics=tuple((o.name, o.value) for o in r.metrics if o.name != name),
+                parts=_part_scores(r.details.get("evaluation_parts")),
             )
         )
     rows.sort(

@@ -62,6 +62,31 @@ def preflight(suite, *, fetch: bool = False) -> list[str]:
             problems.append(f"tasks.{tname}.data_dir: {t.data_dir} does not exist")
         elif why := task.data_dir_problem(Path(t.data_dir)):
             problems.append(f"tasks.{tname}.data_dir: {t.data_dir} {why}")
+        else:
+            problems.extend(selection_problems(suite, tname, task))
+    return problems
+
+
+def selection_problems(suite, tname: str, task) -> list[str]:
+    """Each ``recipe: auto`` scheme whose dev-split selection leaves a part of task ``tname``'s local
+    evaluation set under ``tasks.split.MIN_PART_EXAMPLES`` (a Hub task is checked when it loads)."""
+    from qdqbench.config.suite import dev_split_selection
+    from qdqbench.tasks.split import example_keys, part_problem, split_examples
+
+    specs = {k: s for k, s in ((k, dev_split_selection(v)) for k, v in suite.schemes.items()) if s is not None}
+    if not specs or not any(tname in m.tasks for m in suite.models.values()) or task.suite_kind != "glue":
+        return []
+    t = suite.tasks[tname]
+    try:
+        examples = task.load(task.eval_split, Path(t.data_dir))
+    except QdqbenchError as exc:
+        return [f"tasks.{tname}: {exc}"]
+    keys = example_keys(examples[: t.eval_limit] if t.eval_limit else examples)
+    problems = []
+    for sname, spec in specs.items():
+        problem = part_problem(tname, split_examples(keys, spec.fraction, suite.seed))
+        if problem:
+            problems.append(f"schemes.{sname}.auto.selection.fraction: {problem}")
     return problems
 
 

@@ -59,12 +59,50 @@ def baseline_outputs(ctx: GroupContext) -> np.ndarray:
 
 def score(ctx: GroupContext, cell: Cell, outputs: np.ndarray, precision: str,
           extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Metrics with bootstrap intervals and, against fp32, the verdict with its paired interval."""
+    """Metrics with bootstrap intervals and, against fp32, the verdict with its paired interval.
+
+    A ``recipe: auto`` scheme that chose on part of the evaluation set (``evaluation_split``) is
+    judged on the other part: its metrics and verdict are the test part's, and
+    ``details.evaluation_parts`` keeps the selection part's and the full set's beside them.
+    """
+    from qdqbench.run.variants import evaluation_split
+
+    data = ctx.data
+    needs_verdict = ctx.scheme(cell.scheme).kind != "fp32" or cell.backend != "torch"
+    base = baseline_outputs(ctx) if needs_verdict else None
+    split = evaluation_split(ctx, cell.scheme)
+    metrics, verdict, details = _scored(ctx, data.scorer, outputs, base)
+    if split is not None:
+        parts: dict[str, Any] = {"verdict_on": "test", "split": split.describe(),
+                                 "full": _part_summary(PART_CONTENTS["full"], metrics, verdict, details)}
+        for name, idx in (("selection", split.selection), ("test", split.test)):
+            scorer, rows = data.scorer.part(idx)
+            p_metrics, p_verdict, p_details = _scored(ctx, scorer, outputs[rows],
+                                                      None if base is None else base[rows])
+            parts[name] = _part_summary(PART_CONTENTS[name], p_metrics, p_verdict, p_details)
+            if name == "test":
+                metrics, verdict, details = p_metrics, p_verdict, p_details
+        details["evaluation_parts"] = parts
+        details["scored_on"] = f"test part: {len(split.test)} evaluation examples auto never chose on"
+    details.update(extra or {})
+    return {"metrics": metrics, "verdict": verdict, "precision": precision, "details": details}
+
+
+# What each part of a split evaluation set holds (the record and the report say it with the score).
+PART_CONTENTS = {
+    "test": "evaluation examples recipe: auto never saw: the verdict",
+    "selection": "evaluation examples recipe: auto chose on (optimistic for the chosen variant)",
+    "full": "the whole evaluation set, selection part included (optimistic)",
+}
+
+
+def _scored(ctx: GroupContext, scorer, outputs: np.ndarray, base_outputs: np.ndarray | None):
+    """(metrics, verdict or None, details) of ``outputs`` under ``scorer``; the verdict against
+    ``base_outputs`` (the fp32 outputs of the same examples) when given."""
     from qdqbench.core.stats import bootstrap_ci, paired_bootstrap_delta
     from qdqbench.core.verdict import make_verdict
 
-    data, acc, seed = ctx.data, ctx.suite.accuracy, ctx.suite.seed
-    task, scorer = data.task, data.scorer
+    acc, seed, task = ctx.suite.accuracy, ctx.suite.seed, ctx.data.task
     preds = scorer.predictions(outputs)
     scores = scorer.scores(preds)
     metrics = []
@@ -75,10 +113,11 @@ def score(ctx: GroupContext, cell: Cell, outputs: np.ndarray, precision: str,
             lo, hi = bootstrap_ci(fn, p, y, n_resamples=acc.bootstrap, seed=seed)
         metrics.append(Metric(name=spec.name, value=scores[spec.name], unit="ratio",
                               higher_is_better=spec.higher_is_better, ci_low=lo, ci_high=hi))
-    details: dict[str, Any] = {"primary_metric": task.primary_metric, "examples": scorer.count(preds), **data.notes}
+    details: dict[str, Any] = {"primary_metric": task.primary_metric, "examples": scorer.count(preds),
+                               **ctx.data.notes}
     verdict = None
-    if ctx.scheme(cell.scheme).kind != "fp32" or cell.backend != "torch":
-        base_preds = scorer.predictions(baseline_outputs(ctx))
+    if base_outputs is not None:
+        base_preds = scorer.predictions(base_outputs)
         baseline = scorer.scores(base_preds)[task.primary_metric]
         drop_ci = None
         if acc.bootstrap:
@@ -89,8 +128,18 @@ def score(ctx: GroupContext, cell: Cell, outputs: np.ndarray, precision: str,
         details["changed"] = scorer.changed(base_preds, preds)
         verdict = make_verdict(task.primary_metric, baseline, scores[task.primary_metric],
                                acc.bound, acc.mode, drop_ci)
-    details.update(extra or {})
-    return {"metrics": metrics, "verdict": verdict, "precision": precision, "details": details}
+    return metrics, verdict, details
+
+
+def _part_summary(contains: str, metrics: list[Metric], verdict, details: dict[str, Any]) -> dict[str, Any]:
+    """One part's primary score, interval and verdict numbers, for ``details.evaluation_parts``."""
+    primary = next(m for m in metrics if m.name == details["primary_metric"])
+    out: dict[str, Any] = {"contains": contains, "examples": details["examples"], "value": primary.value,
+                           "ci_low": primary.ci_low, "ci_high": primary.ci_high}
+    if verdict is not None:
+        out.update(baseline=verdict.baseline, drop=verdict.drop, drop_ci_low=verdict.drop_ci_low,
+                   drop_ci_high=verdict.drop_ci_high, passed=verdict.passed)
+    return out
 
 
 # --------------------------------------------------------------------------- torch cells

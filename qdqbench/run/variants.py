@@ -2,7 +2,8 @@
 
 Calibration is ``quant.build.build_variant`` (the one calibration sequence) on the scheme's
 seeded sample of the task's calibration pool; then QAT when the scheme asks for it, or the whole
-``recipe: auto`` search (calibrators → partial → QAT, chosen on a held-out train slice).
+``recipe: auto`` search (calibrators → partial → QAT, chosen on the selection part of the
+evaluation set, or on a held-out train slice).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def build(ctx: GroupContext, sname: str) -> Variant:
     n, batches = calibration_batches(ctx, scheme)
     info: dict[str, Any] = {}
     if scheme.recipe == "auto":
-        model, info["recipe"] = auto_recipe(ctx, scheme, settings, batches, artifacts)
+        model, info["recipe"] = auto_recipe(ctx, sname, settings, batches, artifacts)
     else:
         model, changes = build_variant(
             data.model, settings, lambda m: [torch_forward(m, data.output)(f) for _, f in batches],
@@ -105,6 +106,28 @@ def build(ctx: GroupContext, sname: str) -> Variant:
         **info,
     }
     return Variant(model, info, amaxes)
+
+
+def evaluation_split(ctx: GroupContext, sname: str):
+    """The selection/test split of the evaluation set for scheme ``sname``, or None.
+
+    Only a ``recipe: auto`` scheme with ``selection.source: dev-split`` has one: it chooses on the
+    selection part and its verdict is taken on the test part. The split is a stable hash of each
+    example's text and the suite's seed (``tasks.split``); a part under 100 examples is an error
+    naming the task.
+    """
+    from qdqbench.config.suite import dev_split_selection
+    from qdqbench.core.errors import TaskError
+    from qdqbench.tasks.split import check_parts, split_examples
+
+    spec = dev_split_selection(ctx.scheme(sname))
+    if spec is None:
+        return None
+    keys = ctx.data.eval_keys
+    if keys is None:
+        raise TaskError(f"task '{ctx.task_key}' cannot split its evaluation set for recipe: auto; "
+                        "use auto.selection: {source: train}")
+    return check_parts(ctx.task_key, split_examples(keys, spec.fraction, ctx.suite.seed))
 
 
 def train_data(ctx: GroupContext, limit: int | None, seed: int, exclude: int = 0):
@@ -156,29 +179,63 @@ def qat(ctx: GroupContext, spec, model, checkpoint_dir: Path) -> dict[str, Any]:
     return {"plan": plan.to_dict(), **result.to_dict()}
 
 
-def auto_recipe(ctx: GroupContext, scheme: SchemeSpec, settings, batches, artifacts: Path):
-    """``recipe: auto``: calibrators → partial → QAT, chosen on a held-out train slice."""
+def selection_data(ctx: GroupContext, sname: str):
+    """(inputs, scorer, description) of the data ``recipe: auto`` chooses on for scheme ``sname``.
+
+    ``dev-split``: the selection part of the evaluation set (``evaluation_split``; the verdict is
+    taken on the test part). ``train``: examples held out of the training split.
+    """
+    auto = ctx.scheme(sname).auto
+    split = evaluation_split(ctx, sname)
+    if split is not None:
+        inputs, scorer, _ = ctx.data.eval_part(split.selection)
+        return inputs, scorer, {
+            "source": "dev-split", **split.describe(),
+            "description": (f"{len(split.selection)} of {len(split.selection) + len(split.test)} evaluation examples "
+                            f"(stable hash split, fraction {split.fraction:g}, seed {split.seed}); the verdict is "
+                            f"taken on the other {len(split.test)}, which auto never saw")}
+    inputs, labels = train_data(ctx, auto.selection.examples, ctx.suite.seed)
+    return inputs, ctx.data.training.scorer(labels), {
+        "source": "train", "selection_examples": int(len(labels)),
+        "description": f"{len(labels)} held-out training examples (the dev set only scores the choice)"}
+
+
+def auto_recipe(ctx: GroupContext, sname: str, settings, batches, artifacts: Path):
+    """``recipe: auto``: calibrators → partial → QAT, chosen on the scheme's selection data."""
+    from qdqbench.core.stats import paired_bootstrap_delta
     from qdqbench.quant.auto import Budget, Calibrations, CalibratorSpec, MeetsBound, logits_sqnr_proxy, outputs_fn
     from qdqbench.quant.auto import auto_recipe as search
     from qdqbench.tasks.evaluate import Encoded, run_batches, torch_forward
 
-    data, auto, bs = ctx.data, scheme.auto, ctx.eval_batch_size
-    selection, sel_labels = train_data(ctx, auto.selection_examples, ctx.suite.seed)
-    scorer = data.training.scorer(sel_labels)
+    scheme = ctx.scheme(sname)
+    data, auto, bs, acc = ctx.data, scheme.auto, ctx.eval_batch_size, ctx.suite.accuracy
+    selection, scorer, where = selection_data(ctx, sname)
     metric = data.task.primary_metric
+    # The accept rule needs an interval even where the suite's reports skip them (bootstrap: 0).
+    resamples = acc.bootstrap or 1000
 
-    def score(model) -> float:
-        out = run_batches(selection, bs, torch_forward(model, data.output), reduce=data.reduce)
-        return scorer.scores(scorer.predictions(out))[metric]
+    def predictions(model):
+        return scorer.predictions(run_batches(selection, bs, torch_forward(model, data.output), reduce=data.reduce))
+
+    base_preds = predictions(data.model)
+    fn, base_p, labels = scorer.bootstrap_inputs(base_preds, metric)
+
+    def score(model):
+        preds = predictions(model)
+        value = scorer.scores(preds)[metric]
+        if auto.accept == "point":
+            return value
+        _, p, _ = scorer.bootstrap_inputs(preds, metric)
+        _, low, high = paired_bootstrap_delta(fn, base_p, p, labels, n_resamples=resamples, seed=ctx.suite.seed)
+        return value, (low, high)
 
     # The sensitivity proxy (logits SQNR) runs dozens of times: a 128-example slice is enough
-    # to rank parts, and the bound itself is still checked on the whole selection split.
+    # to rank parts, and the bound itself is still checked on the whole selection data.
     k = min(128, len(selection.input_ids))
     proxy_set = Encoded(selection.input_ids[:k], selection.token_type_ids[:k], selection.pad_id)
     forward = outputs_fn(proxy_set, bs, data.output, data.reduce)
-    acc = ctx.suite.accuracy
-    meets = MeetsBound(metric, score, baseline=score(data.model), bound=acc.bound * (1 - auto.headroom),
-                       mode=acc.mode)
+    meets = MeetsBound(metric, score, baseline=scorer.scores(base_preds)[metric],
+                       bound=acc.bound * (1 - auto.headroom), mode=acc.mode, accept=auto.accept)
     calibrate = Calibrations(data.model, settings,
                              run_calibration=lambda m: [torch_forward(m, data.output)(f) for _, f in batches])
     qat_fn = None
@@ -190,11 +247,16 @@ def auto_recipe(ctx: GroupContext, scheme: SchemeSpec, settings, batches, artifa
         score_fn=logits_sqnr_proxy(forward(data.model), forward),
         latency_fn=candidate_latency(ctx, auto, artifacts), qat_fn=qat_fn,
         budget=Budget(max_evaluations=auto.max_evaluations, max_seconds=auto.max_minutes * 60),
-        partial=auto.partial, progress=lambda msg: ctx.say(f"  auto: {msg}"),
+        partial=auto.partial, progress=lambda msg: ctx.say(f"  auto: {msg}"), timing_rounds=auto.timing_rounds,
     )
     info = result.to_dict()
-    info["selection_split"] = f"{len(sel_labels)} held-out training examples (the dev set only scores the choice)"
+    info["selection_split"] = where["description"]
+    info["selection_data"] = where
     info["selection_bound"] = {"bound": meets.bound, "mode": meets.mode, "headroom": auto.headroom}
+    info["accept"] = {"rule": auto.accept, "bootstrap_resamples": resamples if auto.accept == "ci-upper" else None,
+                      "meaning": ("upper end of the paired 95% bootstrap interval of the drop on the selection "
+                                  "data within the bound" if auto.accept == "ci-upper"
+                                  else "the drop's point estimate within the bound")}
     return result.model, info
 
 

@@ -109,3 +109,21 @@ class PreparedTask:
     training: Any = None  # labelled training examples (QAT, recipe: auto); None when the task has none
     notes: dict[str, Any] = field(default_factory=dict)  # e.g. a calibration-data deviation
     task_key: str = ""  # the suite's key of the task
+    # Each evaluation example's identity (``tasks.split.example_key``), in evaluation order: what
+    # ``recipe: auto``'s selection/test split hashes. None: the task cannot be split that way.
+    eval_keys: list[str] | None = None
+
+    def eval_part(self, indices: np.ndarray) -> tuple[Batched, Any, np.ndarray]:
+        """(inputs, scorer, output rows) of the evaluation examples at ``indices``.
+
+        Needs ``eval_keys`` and a scorer with ``part`` (GLUE: one output row per example).
+        """
+        from qdqbench.core.errors import TaskError
+
+        part = getattr(self.scorer, "part", None)
+        take = getattr(self.eval_inputs, "subset", None)
+        if self.eval_keys is None or part is None or take is None:
+            raise TaskError(f"task '{self.task_key}' cannot split its evaluation set for recipe: auto; "
+                            "use auto.selection: {source: train}")
+        scorer, rows = part(indices)
+        return take(rows), scorer, rows

@@ -26,6 +26,11 @@ class Encoded:
     token_type_ids: list[list[int]]
     pad_id: int
 
+    def subset(self, indices) -> Encoded:
+        """The examples at ``indices``, in that order."""
+        return Encoded([self.input_ids[int(i)] for i in indices],
+                       [self.token_type_ids[int(i)] for i in indices], self.pad_id)
+
     def batches(self, batch_size: int) -> list[tuple[np.ndarray, dict[str, np.ndarray]]]:
         """(example indices, int64 feeds) per batch, longest-first, padded to the batch maximum."""
         lengths = np.array([len(x) for x in self.input_ids])

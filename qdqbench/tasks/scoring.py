@@ -32,6 +32,11 @@ class GlueScorer:
         """Every metric of the task."""
         return self.task.score(preds, self.labels)
 
+    def part(self, indices: np.ndarray) -> tuple[GlueScorer, np.ndarray]:
+        """A scorer of the examples at ``indices`` and their output rows (one row per example)."""
+        rows = np.asarray(indices, dtype=np.int64)
+        return GlueScorer(self.task, self.labels[rows], self.label_perm), rows
+
     def bootstrap_inputs(self, preds: np.ndarray, metric: str) -> tuple[Callable, np.ndarray, np.ndarray]:
         """(metric fn, predictions, labels) to resample together."""
         spec = next(s for s in self.task.metrics if s.name == metric)

@@ -416,3 +416,53 @@ def test_auto_recipe_tries_every_default_calibrator_before_partial_quantization(
     assert r.passed and r.description["float_parts"] == ["layer.1.linear"]
     best = max(ptq, key=lambda t: t["value"])
     assert r.description["calibrator"] == best["calibrator"]  # partial starts from the best calibration
+
+
+def test_ci_upper_accepts_only_when_the_drop_interval_stays_within_the_bound():
+    # baseline 0.9, bound 1% relative: the allowed drop is 0.009.
+    inside = MeetsBound("accuracy", lambda m: (0.899, (-0.002, 0.006)), baseline=0.9, accept="ci-upper")
+    check = inside(None)
+    assert check == (True, 0.899) and check.drop_ci == (-0.002, 0.006)
+    assert check.evidence()["allowed_drop"] == pytest.approx(0.009) and check.evidence()["rule"] == "ci-upper"
+    # The point estimate is within the bound, but the interval's upper end is not: refused.
+    noisy = MeetsBound("accuracy", lambda m: (0.899, (-0.01, 0.02)), baseline=0.9, accept="ci-upper")
+    assert noisy(None) == (False, 0.899)
+    assert MeetsBound("accuracy", lambda m: (0.899, (-0.01, 0.02)), baseline=0.9, accept="point")(None)[0]
+    with pytest.raises(ValueError, match="accept"):
+        MeetsBound("accuracy", lambda m: 0.9, baseline=0.9, accept="maybe")
+
+
+def test_auto_records_each_candidates_drop_interval_in_its_trace():
+    fake = Fake({"max": 0.7}, need=("layer.0.linear",))
+
+    def meets(m):  # the fake's value with an interval of ±0.02 around its drop from 0.9
+        _, value = fake.meets_bound(m)
+        return MeetsBound("accuracy", lambda _: (value, (0.9 - value - 0.02, 0.9 - value + 0.02)),
+                          baseline=0.9, bound=0.1, accept="ci-upper")(m)
+
+    r = auto_recipe(fake.calibrate, meets, calibrators=["max"], score_fn=fake.score, threshold=0.81)
+    evaluated = [t for t in r.trace if t["value"] is not None]
+    assert all(t["rule"] == "ci-upper" and t["drop_ci_high"] == pytest.approx(0.9 - t["value"] + 0.02)
+               for t in evaluated)
+    assert r.passed and r.description["float_parts"] == ["layer.0.linear"]
+    partial_trace = r.partial["trace"]
+    assert all("drop_ci_high" in t for t in partial_trace if not t["cached"])
+
+
+def test_auto_times_passing_structures_round_robin_and_breaks_a_noisy_tie_by_fewer_float_parts():
+    fake = Fake({"qat": 0.93}, need=("layer.1.linear",))
+    noise = iter([0.0, 3.0, -3.0, 2.0, -2.0, 1.0, 0.5, -0.5] * 4)
+    calls = []
+
+    def latency(m):  # the partial variant is 0.5 ms faster on average, inside ±3 ms of noise
+        off = sum(q.mode == "disabled" for _, q in quantizers(m))
+        calls.append(off)
+        return 50.0 - (0.5 if off else 0.0) + next(noise)
+
+    r = auto_recipe(fake.calibrate, fake.meets_bound, score_fn=fake.score, qat_fn=fake.qat, latency_fn=latency,
+                    threshold=0.9, timing_rounds=3)
+    t = r.timing
+    assert t["rounds"] == 3 and all(len(s["rounds"]) == 3 for s in t["structures"])
+    assert len(t["tied_with_fastest"]) == 2 and r.selection.startswith("lowest measured latency")
+    assert r.passed and r.description["float_parts"] == []  # the tie goes to full INT8 (QAT)
+    json.dumps(r.to_dict(), allow_nan=False)

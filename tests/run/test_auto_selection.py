@@ -1,0 +1,125 @@
+"""recipe: auto on a split dev set: it chooses on the selection part, its verdict is the test part's."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from qdqbench.cli import main
+from qdqbench.core.results import load_records
+from qdqbench.tasks.base import PreparedTask
+from qdqbench.tasks.split import example_key, split_examples
+
+from ..conftest import WORDS
+
+
+def _only_run_dir(out: Path) -> Path:
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def wide_glue(tmp_path_factory) -> Path:
+    """An SST-2 folder whose dev set has 240 distinct sentences (enough for two parts of 100+)."""
+    root = tmp_path_factory.mktemp("glue-wide")
+    d = root / "SST-2"
+    d.mkdir()
+    sentences = [" ".join(w) for w in itertools.islice(itertools.permutations(WORDS[:12], 3), 240)]
+    rows = "".join(f"{s}\t{i % 2}\n" for i, s in enumerate(sentences))
+    (d / "train.tsv").write_text("sentence\tlabel\n" + rows, encoding="utf-8")
+    (d / "dev.tsv").write_text("sentence\tlabel\n" + rows, encoding="utf-8")
+    return root
+
+
+def _suite(tmp_path: Path, checkpoint: Path, glue: Path, auto: dict) -> Path:
+    p = tmp_path / "auto.yaml"
+    p.write_text(yaml.safe_dump({
+        "name": "auto-split", "seed": 3,
+        "models": {"tiny": {"path": str(checkpoint), "tasks": ["sst2"], "max_length": 16}},
+        "tasks": {"sst2": {"data_dir": str(glue), "eval_batch_size": 64}},
+        "schemes": {"fp32": {"kind": "fp32"},
+                    "auto": {"recipe": "auto", "calibration": {"samples": 8},
+                             "auto": {"calibrators": ["max"], "max_evaluations": 4, "qat": False, **auto}}},
+        "backends": ["torch"], "accuracy": {"bootstrap": 50},
+    }, sort_keys=False), encoding="utf-8")
+    return p
+
+
+def test_a_fraction_leaving_a_small_part_is_a_validate_error_naming_the_task_and_count(
+        make_tiny_suite, capsys):
+    suite = make_tiny_suite(schemes={"fp32": {"kind": "fp32"}, "a": {"recipe": "auto"}})  # 12 dev examples
+    assert main(["validate", str(suite)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("schemes.a.auto.selection.fraction: task 'sst2'")
+    assert "of 12 evaluation examples" in line and "at least 100" in line
+
+
+def test_the_verdict_is_taken_on_examples_auto_never_saw(tiny_checkpoint, wide_glue, tmp_path, monkeypatch):
+    seen: list[np.ndarray] = []
+    original = PreparedTask.eval_part
+
+    def spy(self, indices):  # the only way recipe: auto reaches evaluation examples
+        seen.append(np.asarray(indices).copy())
+        return original(self, indices)
+
+    monkeypatch.setattr(PreparedTask, "eval_part", spy)
+    suite = _suite(tmp_path, tiny_checkpoint, wide_glue, {"selection": {"source": "dev-split", "fraction": 0.5}})
+    out = tmp_path / "runs"
+    assert main(["run", str(suite), "--out", str(out), "--quiet"]) == 0
+    run_dir = _only_run_dir(out)
+    rec = {r.cell: r for r in load_records(run_dir)}["tiny/sst2/auto/torch/accuracy"]
+    assert rec.status == "ok"
+
+    # The split, recomputed independently from the dev file and the suite's seed.
+    lines = (wide_glue / "SST-2" / "dev.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    keys = [example_key(line.split("\t")[0]) for line in lines]
+    labels = np.array([int(line.split("\t")[1]) for line in lines])
+    split = split_examples(keys, 0.5, seed=3)
+    assert seen and all(set(s.tolist()) == set(split.selection.tolist()) for s in seen)
+    assert not set(split.selection.tolist()) & set(split.test.tolist())
+
+    # The record's verdict and metrics are the test part's, recomputed from the saved outputs.
+    out_q = np.load(run_dir / "artifacts/tiny/sst2/auto/torch-outputs.npy")
+    out_f = np.load(run_dir / "artifacts/tiny/sst2/fp32/torch-outputs.npy")
+    acc = lambda o, ix: float(np.mean(np.argmax(o[ix], axis=1) == labels[ix]))  # noqa: E731
+    assert rec.verdict.value == pytest.approx(acc(out_q, split.test))
+    assert rec.verdict.baseline == pytest.approx(acc(out_f, split.test))
+    assert rec.metric(rec.primary_metric).value == pytest.approx(acc(out_q, split.test))
+    parts = rec.details["evaluation_parts"]
+    assert parts["verdict_on"] == "test" and rec.details["examples"] == len(split.test)
+    assert parts["test"]["examples"] == len(split.test) and parts["selection"]["examples"] == len(split.selection)
+    assert parts["selection"]["value"] == pytest.approx(acc(out_q, split.selection))
+    assert parts["full"]["value"] == pytest.approx(acc(out_q, np.arange(len(keys))))
+    assert "never saw" in parts["test"]["contains"] and "chose on" in parts["selection"]["contains"]
+    recipe = rec.details["recipe"]
+    assert recipe["selection_data"]["source"] == "dev-split"
+    assert recipe["selection_data"]["selection_examples"] == len(split.selection)
+    # Every candidate's acceptance was decided on the interval of its drop, recorded in the trace.
+    evaluated = [t for t in recipe["trace"] if t["value"] is not None]
+    assert evaluated and all(t["rule"] == "ci-upper" and t["drop_ci_high"] is not None for t in evaluated)
+    assert all(t["passed"] == (t["drop_ci_high"] <= t["allowed_drop"] + 1e-12) for t in evaluated)
+    # The report's accuracy section shows every part, labelled with what it holds.
+    md = (run_dir / "report.md").read_text(encoding="utf-8")
+    line = next(x for x in md.splitlines() if x.startswith("- tiny · sst2 · auto · torch:"))
+    assert f"test part ({len(split.test)} examples: evaluation examples recipe: auto never saw" in line
+    assert f"selection part ({len(split.selection)} examples" in line and f"full set ({len(keys)} examples" in line
+    assert "test part" in (run_dir / "report.html").read_text(encoding="utf-8")
+    # The fp32 baseline keeps its verdict-free full-set record.
+    fp32 = {r.cell: r for r in load_records(run_dir)}["tiny/sst2/fp32/torch/accuracy"]
+    assert fp32.details["examples"] == len(keys) and "evaluation_parts" not in fp32.details
+
+
+def test_train_selection_never_touches_the_dev_set(tiny_checkpoint, wide_glue, tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(PreparedTask, "eval_part", lambda self, ix: seen.append(ix))
+    suite = _suite(tmp_path, tiny_checkpoint, wide_glue, {"selection": {"source": "train", "examples": 32}})
+    out = tmp_path / "runs"
+    assert main(["run", str(suite), "--out", str(out), "--quiet"]) == 0
+    rec = {r.cell: r for r in load_records(_only_run_dir(out))}["tiny/sst2/auto/torch/accuracy"]
+    assert rec.status == "ok" and not seen
+    assert rec.details["examples"] == 240 and "evaluation_parts" not in rec.details
+    assert "held-out training examples" in rec.details["recipe"]["selection_split"]
