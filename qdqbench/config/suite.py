@@ -29,11 +29,11 @@ from pydantic import (
 
 # The schema reads the registries of the layers below it (engine names, peer settings, calibration
 # methods/groups/bits). All are torch-free at import time: `validate` and `ls` import no runtime
-# (tests/test_cli.py, tests/quant/test_registry.py). quant.peers also holds the peer builders, which
-# import their tools only when called.
+# (tests/test_cli.py, tests/quant/test_registry.py). Peer settings come from quant.peer_settings,
+# never from quant.peer_builders (an import-linter contract in pyproject.toml).
 from qdqbench.core.errors import BackendError, SuiteError, did_you_mean
 from qdqbench.engines import BACKEND_NAMES, check_backend_name
-from qdqbench.quant.peers import PEER_KINDS, missing_requirement, validate_settings
+from qdqbench.quant.peer_settings import PEER_KINDS, missing_requirement, validate_settings
 from qdqbench.quant.registry import (
     CALIBRATION_METHODS,
     CALIBRATORS,
@@ -267,7 +267,7 @@ class Fp32Scheme(_NoPeerSettings, _NotQDQ):
 
 class PeerScheme(_NotQDQ):
     """A peer recipe (``ort-dynamic``, ``ort-static``, ``modelopt``) with its own ``peer`` settings,
-    validated by ``qdqbench.quant.peers``."""
+    validated by ``qdqbench.quant.peer_settings``."""
 
     is_peer: ClassVar[bool] = True  # an ONNX Runtime / ModelOpt recipe
     kind: Literal[PEER_SCHEME_KINDS]  # type: ignore[valid-type]
@@ -404,7 +404,7 @@ class Suite(_Strict):
     tasks: dict[SafeName, TaskSpec] = Field(min_length=1)
     schemes: dict[SafeName, SchemeSpec] = Field(min_length=1)
     # Engines by name; "openvino@bf16", "tensorrt@fp16" (…) run an engine with reduced-precision
-    # float layers (qdqbench.engines.FLOAT_VARIANTS).
+    # float layers (qdqbench.engines.FLOAT_PRECISIONS).
     backends: list[Annotated[str, AfterValidator(_backend_name)]] = Field(
         default_factory=lambda: ["torch", "onnxruntime"])
     shapes: ShapesSpec = Field(default_factory=ShapesSpec)

@@ -208,7 +208,7 @@ def test_real_checkpoint_bit_exact_and_no_larger_than_ort_quantize_static(shared
     and no larger than ONNX Runtime's quantize_static file +5% (measured 56.59 vs 56.59 MB)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from qdqbench.quant.peers import build_peer_onnx
+    from qdqbench.quant.peer_builders import build_peer_onnx
     from qdqbench.quant.qdqbert import quantize_bert
     from qdqbench.quant.quantizer import calibrating, finish_calibration
     from qdqbench.tasks import get_task
