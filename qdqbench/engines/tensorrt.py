@@ -72,7 +72,7 @@ def build_plan(trt_major: int, precision: str, *, has_strongly_typed_flag: bool 
     float layers stay fp32) when the flag exists, off for fp16/bf16 (builder flags).
     ``strongly_typed=False`` with int8 on TensorRT 10 gives the classic QDQBERT build, INT8+FP16
     flags (trtexec --int8 --fp16): the layers Q/DQ leaves in float may run in fp16.
-    ``int8_float`` ("fp16"/"bf16", the ``tensorrt@fp16`` backend variant) asks for that build:
+    ``int8_float`` ("fp16"/"bf16", the float precision of ``tensorrt@fp16``) asks for that build:
     INT8 plus the float flag, weakly typed; TensorRT 11 builds only strongly typed networks, where
     the float parts' precision is the ONNX graph's own, so it is refused there.
     """

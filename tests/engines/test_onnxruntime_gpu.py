@@ -29,7 +29,7 @@ from qdqbench.engines import (
     check_backend_name,
     engine_request,
     get_backend,
-    variant_names,
+    qualified_names,
 )
 from qdqbench.engines.base import predict_in_profile
 from qdqbench.engines.onnxruntime import (
@@ -59,7 +59,7 @@ GPU_BUILD = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecution
 
 def test_provider_variants_are_backends_of_their_own():
     assert BACKEND_NAMES == ("torch", "onnxruntime", "openvino", "tensorrt")
-    assert {"onnxruntime@cuda", "onnxruntime@trt"} <= set(variant_names())
+    assert {"onnxruntime@cuda", "onnxruntime@trt"} <= set(qualified_names())
     for name in ("onnxruntime@cuda", "onnxruntime@trt", "tensorrt@fp16", "openvino@bf16"):
         assert check_backend_name(name) == name
     with pytest.raises(BackendError, match="did you mean 'trt'"):
@@ -475,7 +475,7 @@ def test_trt_variant_builds_int8_caches_and_times(qdq_model, tmp_path):
     assert st.n == 5 and "CUDA-synchronised" in st.method
 
 
-def test_without_onnxruntime_each_variant_names_its_extra(monkeypatch):
+def test_without_onnxruntime_each_qualified_names_its_extra(monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
