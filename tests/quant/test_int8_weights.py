@@ -8,7 +8,6 @@ quantize_static file (+5%)."""
 from __future__ import annotations
 
 import copy
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -24,15 +23,8 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"_qdqbench_{name}", Path(__file__).with_name(f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tiny_qdq import build, feeds, op_counts, session  # noqa: E402 — tests/quant/conftest.py
 
-
-_export = _load("test_export")
-build, feeds, session, op_counts = _export.build, _export.feeds, _export.session, _export.op_counts
 SHAPES = [(1, 4), (3, 9), (2, 16), (5, 7), (4, 21)]
 
 
