@@ -45,7 +45,6 @@ from qdqbench.engines.base import (
     EngineOptions,
     Feeds,
     Fp32Configuration,
-    check_onnx_file,
     check_precision,
     feeds_shape,
     one_line,
@@ -369,16 +368,11 @@ class OnnxRuntimeBackend(EngineBase):
         ``device_id``; one profiled inference on ``shapes[0]`` tells which provider ran each node
         (``info["providers_used"]``).
         """
-        opts: OrtOptions = self.parse_options(options)
+        artifact, opts = self.begin_prepare(artifact, precision, options)
         transformer_fusion, num_heads, hidden_size = opts.transformer_fusion, opts.num_heads, opts.hidden_size
         cache_dir, device_id = opts.cache_dir, opts.device_id
-        reason = self.unavailable_reason()
-        if reason:
-            raise BackendError(reason)
         import onnxruntime as ort
 
-        check_precision(self.name, precision, self.precisions)
-        artifact = check_onnx_file(Path(artifact))
         if transformer_fusion and self.provider is not None:
             raise BackendError(f"{self.name}: transformer_fusion is the CPU fp32 baseline option")
         try:

@@ -38,8 +38,6 @@ from qdqbench.engines.base import (
     EngineBase,
     EngineOptions,
     Feeds,
-    check_onnx_file,
-    check_precision,
     feeds_shape,
     one_line,
     predict_in_profile,
@@ -444,17 +442,12 @@ class TensorRTBackend(EngineBase):
         to the artifact), ``rebuild`` (ignore a cached engine), ``float_precision`` (int8 with
         fp16/bf16 float layers, the ``tensorrt@fp16`` variant; see ``build_plan``).
         """
-        opts: TensorRTOptions = self.parse_options(options)
+        artifact, opts = self.begin_prepare(artifact, precision, options)
         cuda_graph, strongly_typed, cache_dir = opts.cuda_graph, opts.strongly_typed, opts.cache_dir
         rebuild, float_precision = opts.rebuild, opts.float_precision
-        reason = self.unavailable_reason()
-        if reason:
-            raise BackendError(reason)
         import tensorrt as trt
         import torch
 
-        check_precision(self.name, precision, self.precisions)
-        artifact = check_onnx_file(Path(artifact))
         version = trt.__version__
         plan = build_plan(int(version.split(".")[0]), precision,
                           has_strongly_typed_flag=hasattr(trt.NetworkDefinitionCreationFlag,
