@@ -16,9 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from qdqbench.report.blocks import (
-    BOTH,
     HTML,
-    MD,
     PEER_BADGE,
     Box,
     Cell,
@@ -486,5 +484,5 @@ def build_sections(report: Report) -> list[Section]:
     return [build(report) for build in SECTIONS]
 
 
-__all__ = ["ACCURACY_COLUMNS", "BOTH", "FIDELITY_COLUMNS", "LATENCY_COLUMNS", "MD", "SECTIONS",
+__all__ = ["ACCURACY_COLUMNS", "FIDELITY_COLUMNS", "LATENCY_COLUMNS", "SECTIONS",
            "build_sections"]
