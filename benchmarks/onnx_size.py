@@ -26,7 +26,7 @@ def main() -> None:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from qdqbench.quant.export import check_qdq_structure, export_onnx
-    from qdqbench.quant.peers import build_peer_onnx
+    from qdqbench.quant.peer_builders import build_peer_onnx
     from qdqbench.quant.qdqbert import QDQSettings, quantize_bert
     from qdqbench.quant.quantizer import calibrating, finish_calibration
     from qdqbench.tasks import get_task

@@ -12,7 +12,7 @@ import copy
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -29,11 +29,11 @@ from pydantic import (
 
 # The schema reads the registries of the layers below it (engine names, peer settings, calibration
 # methods/groups/bits). All are torch-free at import time: `validate` and `ls` import no runtime
-# (tests/test_cli.py, tests/quant/test_registry.py). quant.peers also holds the peer builders, which
-# import their tools only when called.
+# (tests/test_cli.py, tests/quant/test_registry.py). Peer settings come from quant.peer_settings,
+# never from quant.peer_builders (an import-linter contract in pyproject.toml).
 from qdqbench.core.errors import BackendError, SuiteError, did_you_mean
 from qdqbench.engines import BACKEND_NAMES, check_backend_name
-from qdqbench.quant.peers import PEER_KINDS, missing_requirement, validate_settings
+from qdqbench.quant.peer_settings import PEER_KINDS, missing_requirement, validate_settings
 from qdqbench.quant.registry import (
     CALIBRATION_METHODS,
     CALIBRATORS,
@@ -211,7 +211,23 @@ PEER_SCHEME_KINDS: tuple[str, ...] = tuple(PEER_KINDS)  # ort-dynamic, ort-stati
 SCHEME_KINDS: tuple[str, ...] = ("fp32", "qdq", *PEER_SCHEME_KINDS)
 
 
-class QDQScheme(_Strict):
+class _Scheme(_Strict):
+    """What every scheme kind answers alike, so code that handles every kind needs no isinstance:
+    ``is_peer`` (only ``PeerScheme`` says True) and ``peer`` (its settings; see ``_NoPeerSettings``)."""
+
+    is_peer: ClassVar[bool] = False  # a peer tool's recipe, with no torch model of its own
+
+
+class _NoPeerSettings:
+    """``peer`` of the kinds without peer settings (a property: ``PeerScheme``'s is a field)."""
+
+    @property
+    def peer(self) -> dict[str, Any]:
+        """No peer settings."""
+        return {}
+
+
+class QDQScheme(_NoPeerSettings, _Scheme):
     """A QDQBERT variant: bits, groups, weights, calibration, skips, post-calibration recipes, QAT,
     or ``recipe: auto``. The default kind: a scheme without ``kind`` is one."""
 
@@ -247,16 +263,6 @@ class QDQScheme(_Strict):
                              "give it its own fixed scheme")
         return self
 
-    @property
-    def is_peer(self) -> bool:
-        """False: a QDQBERT variant is built from the torch model."""
-        return False
-
-    @property
-    def peer(self) -> dict[str, Any]:
-        """No peer settings (read by code that handles every kind)."""
-        return {}
-
 
 def dev_split_selection(scheme: Any) -> SelectionSpec | None:
     """The selection settings of a ``recipe: auto`` scheme that chooses on part of the evaluation
@@ -278,7 +284,7 @@ def _qdq_default(name: str) -> property:
                     doc=f"``{name}`` of a default qdq scheme (this kind has no such setting).")
 
 
-class _NotQDQ(_Strict):
+class _NotQDQ(_Scheme):
     """fp32 and peer schemes: every QDQ setting readable, at its default, none settable."""
 
     @model_validator(mode="before")
@@ -300,26 +306,17 @@ for _name in _QDQ_ONLY:
 del _name
 
 
-class Fp32Scheme(_NotQDQ):
+class Fp32Scheme(_NoPeerSettings, _NotQDQ):
     """The fp32 baseline: the model as it is (exactly one per suite)."""
 
     kind: Literal["fp32"]
 
-    @property
-    def is_peer(self) -> bool:
-        """False: the baseline is the torch model itself."""
-        return False
-
-    @property
-    def peer(self) -> dict[str, Any]:
-        """No peer settings."""
-        return {}
-
 
 class PeerScheme(_NotQDQ):
     """A peer recipe (``ort-dynamic``, ``ort-static``, ``modelopt``) with its own ``peer`` settings,
-    validated by ``qdqbench.quant.peers``."""
+    validated by ``qdqbench.quant.peer_settings``."""
 
+    is_peer: ClassVar[bool] = True  # an ONNX Runtime / ModelOpt recipe
     kind: Literal[PEER_SCHEME_KINDS]  # type: ignore[valid-type]
     peer: dict[str, Any] = Field(default_factory=dict)
 
@@ -330,11 +327,6 @@ class PeerScheme(_NotQDQ):
         if missing:
             raise ValueError(missing)
         return self
-
-    @property
-    def is_peer(self) -> bool:
-        """True: an ONNX Runtime / ModelOpt recipe (no torch model of its own)."""
-        return True
 
 
 class _UnknownKindScheme(BaseModel):
@@ -465,7 +457,7 @@ class Suite(_Strict):
     tasks: dict[SafeName, TaskSpec] = Field(min_length=1)
     schemes: dict[SafeName, SchemeSpec] = Field(min_length=1)
     # Engines by name; "openvino@bf16", "tensorrt@fp16" (…) run an engine with reduced-precision
-    # float layers (qdqbench.engines.FLOAT_VARIANTS).
+    # float layers (qdqbench.engines.FLOAT_PRECISIONS).
     backends: list[Annotated[str, AfterValidator(_backend_name)]] = Field(
         default_factory=lambda: ["torch", "onnxruntime"])
     shapes: ShapesSpec = Field(default_factory=ShapesSpec)

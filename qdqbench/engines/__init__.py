@@ -6,11 +6,13 @@ when that backend is asked for, so importing ``qdqbench.engines`` (or listing na
 ``"torch"`` scores accuracy in-process in the runner; its entry here times the saved eager or
 fake-quant module in a worker process like every other engine.
 
-``engine@variant`` names are backends of their own. Two kinds: *float* variants
-(``FLOAT_VARIANTS``: ``openvino@bf16``, ``tensorrt@fp16``, ...) run the engine with its float layers
-in that precision; *provider* variants (``PROVIDER_VARIANTS``: ``onnxruntime@cuda``,
-``onnxruntime@trt``) run ONNX Runtime on another execution provider. ``engine_request`` is the one
-place that says what precision and ``prepare`` options a variant asks for, per scheme kind;
+``engine@qualifier`` names are backends of their own. Two kinds of qualifier: a *float precision*
+(``FLOAT_PRECISIONS``: ``openvino@bf16``, ``tensorrt@fp16``, ...) runs the engine with its float
+layers in that precision; an *execution provider* (``EXECUTION_PROVIDERS``: ``onnxruntime@cuda``,
+``onnxruntime@trt``) runs ONNX Runtime on another execution provider. ("Variant" is kept for a
+scheme's quantized model; user-facing messages still call ``@fp16`` a "variant", which tests and
+suites read.) ``engine_request`` is the one place that says what precision and ``prepare`` options
+a qualified backend asks for, per scheme kind;
 each engine validates its options with its own typed ``Options`` dataclass (``base.EngineOptions``).
 ``available_backend`` is the one availability check before a cell uses an engine, and
 ``fp32_configurations`` / ``fp32_timing_runs`` say which fp32 baselines an engine times (ONNX
@@ -37,15 +39,15 @@ BACKENDS: dict[str, str] = {
 
 BACKEND_NAMES: tuple[str, ...] = tuple(BACKENDS)  # registry order: torch first (the reference)
 
-# ``engine@precision`` backend variants: the engine with its float layers in a reduced precision.
+# ``engine@precision``: the engine with its float layers in a reduced float precision.
 # The fp32 scheme runs entirely in it (an fp16/bf16 baseline row); INT8 schemes run their Q/DQ in
 # INT8 and the rest in it (TensorRT's classic --int8 --fp16 build; OpenVINO's bf16 hint).
-FLOAT_VARIANTS: dict[str, tuple[str, ...]] = {"openvino": ("bf16", "fp16"), "tensorrt": ("fp16", "bf16")}
+FLOAT_PRECISIONS: dict[str, tuple[str, ...]] = {"openvino": ("bf16", "fp16"), "tensorrt": ("fp16", "bf16")}
 
-# ``engine@provider`` variants: ONNX Runtime on a GPU execution provider (onnxruntime-gpu).
+# ``engine@provider``: ONNX Runtime on a GPU execution provider (onnxruntime-gpu).
 # ``cuda``: CUDAExecutionProvider; ``trt``: TensorrtExecutionProvider, INT8 from the Q/DQ graph.
 # Each scheme runs in its own precision (fp32 scheme fp32, INT8 schemes int8).
-PROVIDER_VARIANTS: dict[str, tuple[str, ...]] = {"onnxruntime": ("cuda", "trt")}
+EXECUTION_PROVIDERS: dict[str, tuple[str, ...]] = {"onnxruntime": ("cuda", "trt")}
 
 
 @dataclass(frozen=True)
@@ -57,29 +59,30 @@ class EngineRequest:
 
 
 def split_backend(name: str) -> tuple[str, str | None]:
-    """``"tensorrt@fp16"`` -> ``("tensorrt", "fp16")``; a plain name -> ``(name, None)``."""
-    base, sep, precision = name.partition("@")
-    return base, (precision if sep else None)
+    """``"tensorrt@fp16"`` -> ``("tensorrt", "fp16")``: the engine and its qualifier (a float
+    precision or an execution provider); a plain name -> ``(name, None)``."""
+    base, sep, qualifier = name.partition("@")
+    return base, (qualifier if sep else None)
 
 
-def variant_names() -> list[str]:
-    """Every ``engine@variant`` name, float variants first."""
-    return ([f"{b}@{p}" for b, ps in FLOAT_VARIANTS.items() for p in ps]
-            + [f"{b}@{p}" for b, ps in PROVIDER_VARIANTS.items() for p in ps])
+def qualified_names() -> list[str]:
+    """Every ``engine@qualifier`` name: float precisions first, then execution providers."""
+    return ([f"{b}@{p}" for b, ps in FLOAT_PRECISIONS.items() for p in ps]
+            + [f"{b}@{p}" for b, ps in EXECUTION_PROVIDERS.items() for p in ps])
 
 
 def check_backend_name(name: str) -> str:
-    """Raise BackendError (with did-you-mean) unless ``name`` is a backend or a known variant."""
-    base, variant = split_backend(name)
+    """Raise BackendError (with did-you-mean) unless ``name`` is a backend, plain or qualified."""
+    base, qualifier = split_backend(name)
     if base not in BACKEND_NAMES:
         raise BackendError(f"unknown backend '{base}'{did_you_mean(base, BACKEND_NAMES)}; "
                            f"known: {', '.join(BACKEND_NAMES)}")
-    if variant is not None:
-        allowed = FLOAT_VARIANTS.get(base, ()) + PROVIDER_VARIANTS.get(base, ())
-        if variant not in allowed:
-            raise BackendError(f"backend '{name}': {base} has no @{variant} variant"
-                               f"{did_you_mean(variant, allowed) if allowed else ''}; "
-                               f"variants: {', '.join(variant_names())}")
+    if qualifier is not None:
+        allowed = FLOAT_PRECISIONS.get(base, ()) + EXECUTION_PROVIDERS.get(base, ())
+        if qualifier not in allowed:
+            raise BackendError(f"backend '{name}': {base} has no @{qualifier} variant"
+                               f"{did_you_mean(qualifier, allowed) if allowed else ''}; "
+                               f"variants: {', '.join(qualified_names())}")
     return name
 
 
@@ -87,19 +90,19 @@ def engine_request(name: str, scheme_kind: str) -> EngineRequest:
     """The precision and ``prepare`` options backend ``name`` is asked for on a scheme of
     ``scheme_kind`` (``"fp32"``, or a quantized kind: qdq and the peer recipes).
 
-    Plain engines and provider variants: fp32 for the fp32 scheme, int8 otherwise. Float variants:
-    the fp32 scheme runs entirely in the variant's precision; quantized schemes run int8 with
-    ``float_precision`` set to it.
+    Plain engines and execution providers: fp32 for the fp32 scheme, int8 otherwise. A float
+    precision (``tensorrt@fp16``): the fp32 scheme runs entirely in it; quantized schemes run int8
+    with ``float_precision`` set to it.
     """
     check_backend_name(name)
-    base, variant = split_backend(name)
+    base, qualifier = split_backend(name)
     quantized = scheme_kind != "fp32"
-    if variant is not None and variant in FLOAT_VARIANTS.get(base, ()):
+    if qualifier is not None and qualifier in FLOAT_PRECISIONS.get(base, ()):
         if quantized:
             # Checked against the engine's typed options here, not first in a worker process.
-            options = _backend_class(base).Options.parse(name, {"float_precision": variant}).to_dict()
+            options = _backend_class(base).Options.parse(name, {"float_precision": qualifier}).to_dict()
             return EngineRequest("int8", options)
-        return EngineRequest(variant, {})
+        return EngineRequest(qualifier, {})
     return EngineRequest("int8" if quantized else "fp32", {})
 
 
@@ -136,17 +139,17 @@ def _backend_class(base: str) -> Any:
 def get_backend(name: str) -> Backend:
     """An instance of the backend called ``name``; unknown names get a did-you-mean error.
 
-    A provider variant (``onnxruntime@trt``) is built with its provider; a float variant's
-    ``@precision`` is ignored here (it reaches ``prepare`` through ``engine_request``).
+    An execution provider (``onnxruntime@trt``) is built into the backend; a float precision
+    (``@fp16``) is ignored here (it reaches ``prepare`` through ``engine_request``).
     """
-    base, variant = split_backend(name)
+    base, qualifier = split_backend(name)
     target = BACKENDS.get(base)
     if target is None:
         raise BackendError(f"unknown backend '{base}'{did_you_mean(base, BACKEND_NAMES)}; "
                            f"known: {', '.join(BACKEND_NAMES)}")
-    if variant is not None:
+    if qualifier is not None:
         check_backend_name(name)
     cls = _backend_class(base)
-    if variant is not None and variant in PROVIDER_VARIANTS.get(base, ()):
-        return cls(provider=variant)
+    if qualifier is not None and qualifier in EXECUTION_PROVIDERS.get(base, ()):
+        return cls(provider=qualifier)
     return cls()

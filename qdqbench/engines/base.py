@@ -113,8 +113,24 @@ class EngineBase:
     Options: ClassVar[type[EngineOptions]] = EngineOptions
 
     def parse_options(self, options: Mapping[str, Any] | EngineOptions | None) -> Any:
-        """``self.Options`` from a mapping (the template step of every ``prepare``)."""
+        """``self.Options`` from a mapping (the first step of every ``prepare``)."""
         return self.Options.parse(self.name, options)
+
+    def begin_prepare(self, artifact: Path, precision: str,
+                      options: Mapping[str, Any] | EngineOptions | None) -> tuple[Path, Any]:
+        """The steps every ``prepare`` starts with, in one place: the typed options, the runtime
+        present (else its one-line reason), the precision supported, the artifact checked
+        (``check_artifact``). Returns (artifact, options); the engine's own steps follow."""
+        opts = self.parse_options(options)
+        reason = self.unavailable_reason()
+        if reason:
+            raise BackendError(reason)
+        check_precision(self.name, precision, self.precisions)
+        return self.check_artifact(Path(artifact)), opts
+
+    def check_artifact(self, artifact: Path) -> Path:
+        """The artifact ``prepare`` loads, checked: an ONNX file by default (``check_onnx_file``)."""
+        return check_onnx_file(artifact)
 
     def fp32_configurations(self, model_config: Any = None) -> list[Fp32Configuration]:
         """The fp32 configurations worth timing for a model (``model_config``: its transformers

@@ -1,5 +1,5 @@
 """ONNX Runtime backend: the CPU execution provider, and the CUDA / TensorRT providers of
-onnxruntime-gpu as the backend variants ``onnxruntime@cuda`` and ``onnxruntime@trt``.
+onnxruntime-gpu as the backends ``onnxruntime@cuda`` and ``onnxruntime@trt``.
 
 CPU. ORT runs a Q/DQ model with real integer kernels only when its graph optimizer fuses the
 QuantizeLinear/DequantizeLinear pairs around a MatMul into ``QLinearMatMul`` /
@@ -45,7 +45,6 @@ from qdqbench.engines.base import (
     EngineOptions,
     Feeds,
     Fp32Configuration,
-    check_onnx_file,
     check_precision,
     feeds_shape,
     one_line,
@@ -65,10 +64,10 @@ INTEGER_KERNELS = ("MatMulIntegerToFloat", "QLinearMatMul", "MatMulInteger", "Dy
 PRECISION_OPS = ("QuantizeLinear", "DequantizeLinear", "MatMul", "Gemm", "FusedMatMul", "FusedGemm",
                  *INTEGER_KERNELS)
 
-# Variant -> the execution provider it runs on.
+# ``onnxruntime@<provider>`` -> the execution provider it names.
 GPU_PROVIDERS = {"cuda": "CUDAExecutionProvider", "trt": "TensorrtExecutionProvider"}
 GPU_FIX = "pip install 'qdqbench[gpu]'"
-VARIANT_PRECISIONS = {None: ("fp32", "int8", "fp16"), "cuda": ("fp32", "int8"),
+PROVIDER_PRECISIONS = {None: ("fp32", "int8", "fp16"), "cuda": ("fp32", "int8"),
                       "trt": ("fp32", "int8", "fp16")}
 
 _ORT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32,
@@ -87,9 +86,9 @@ def choose_providers(precision: str, available: list[str]) -> list[Any]:
     return ["CPUExecutionProvider"]
 
 
-def missing_provider_message(variant: str, available: Iterable[str]) -> str:
-    """The one line for a GPU variant whose execution provider this ORT build lacks."""
-    return (f"onnxruntime@{variant} needs onnxruntime-gpu with {GPU_PROVIDERS[variant]} "
+def missing_provider_message(provider: str, available: Iterable[str]) -> str:
+    """The one line for ``onnxruntime@<provider>`` when this ORT build lacks its execution provider."""
+    return (f"onnxruntime@{provider} needs onnxruntime-gpu with {GPU_PROVIDERS[provider]} "
             f"(available: {', '.join(available) or 'none'}); {GPU_FIX}")
 
 
@@ -102,11 +101,11 @@ def profile_shapes(profile: dict[str, tuple[tuple[int, int], ...]]) -> dict[str,
             "trt_profile_max_shapes": fmt(2)}
 
 
-def execution_providers(variant: str | None, precision: str, available: list[str], *,
+def execution_providers(provider: str | None, precision: str, available: list[str], *,
                         cache_dir: Path | None = None,
                         profile: dict[str, tuple[tuple[int, int], ...]] | None = None,
                         device_id: int = 0) -> list[Any]:
-    """The provider list (with options) for a backend variant and precision; pure.
+    """The provider list (with options) for an execution provider (None: CPU) and precision; pure.
 
     ``None``: the plain CPU backend (``choose_providers``). ``"cuda"``: CUDAExecutionProvider with
     TF32 off (fp32 means fp32), CPU for what it lacks. ``"trt"``: TensorrtExecutionProvider with
@@ -116,16 +115,16 @@ def execution_providers(variant: str | None, precision: str, available: list[str
     shape), then CUDA and CPU for nodes TensorRT does not take. A provider this build lacks is a
     BackendError with the fix.
     """
-    if variant is None:
+    if provider is None:
         return choose_providers(precision, available)
-    if variant not in GPU_PROVIDERS:
-        raise BackendError(f"onnxruntime has no @{variant} variant; variants: "
+    if provider not in GPU_PROVIDERS:
+        raise BackendError(f"onnxruntime has no @{provider} variant; variants: "
                            + ", ".join(f"onnxruntime@{v}" for v in GPU_PROVIDERS))
-    check_precision(f"onnxruntime@{variant}", precision, VARIANT_PRECISIONS[variant])
-    if GPU_PROVIDERS[variant] not in available:
-        raise BackendError(missing_provider_message(variant, available))
+    check_precision(f"onnxruntime@{provider}", precision, PROVIDER_PRECISIONS[provider])
+    if GPU_PROVIDERS[provider] not in available:
+        raise BackendError(missing_provider_message(provider, available))
     cuda = ("CUDAExecutionProvider", {"device_id": device_id, "use_tf32": 0})
-    if variant == "cuda":
+    if provider == "cuda":
         return [cuda, "CPUExecutionProvider"]
     if cache_dir is None:
         raise BackendError("onnxruntime@trt needs an engine cache folder")
@@ -225,14 +224,14 @@ def read_profile(path: Path) -> list[dict[str, Any]]:
     return data
 
 
-def gpu_effective_precision(variant: str, requested: str, summary: dict[str, Any],
+def gpu_effective_precision(provider: str, requested: str, summary: dict[str, Any],
                             model_has_qdq: bool) -> str:
-    """What a GPU variant really ran, from ``provider_summary`` of one profiled inference.
+    """What a GPU provider really ran, from ``provider_summary`` of one profiled inference.
 
     TensorRT took nodes: the requested precision, int8 marked "unverified" (ORT shows no
     per-layer types of TensorRT's engine) and fp32 "TF32 allowed"; the nodes that decide the
     precision (Q/DQ, MatMul, Gemm, integer kernels) left to other providers are counted in the
-    label. Otherwise (the CUDA variant, or TensorRT took nothing): int8 when integer kernels ran
+    label. Otherwise (the CUDA provider, or TensorRT took nothing): int8 when integer kernels ran
     (said so when only on the CPU), else float, "fp32 (Q/DQ not fused)" for a Q/DQ graph.
     """
     ops = summary.get("ops", {})
@@ -240,7 +239,7 @@ def gpu_effective_precision(variant: str, requested: str, summary: dict[str, Any
     outside = {p: sum(n for op, n in per.items() if op in PRECISION_OPS)
                for p, per in ops.items() if p != "TensorrtExecutionProvider"}
     outside = {p: n for p, n in outside.items() if n}
-    if variant == "trt" and trt:
+    if provider == "trt" and trt:
         # TensorRT allows TF32 for fp32 layers by default and the EP has no option to stop it.
         fp32 = "fp32 (TF32 allowed)"
         label = {"int8": "int8 (unverified)" if model_has_qdq else fp32,
@@ -250,13 +249,13 @@ def gpu_effective_precision(variant: str, requested: str, summary: dict[str, Any
             label = f"{label}; Q/DQ/MatMul nodes outside TensorRT: {where}"
         return label
     integer = {p: sum(n for op, n in per.items() if op in INTEGER_KERNELS) for p, per in ops.items()}
-    gpu = GPU_PROVIDERS[variant]
+    gpu = GPU_PROVIDERS[provider]
     if integer.get(gpu) or integer.get("CUDAExecutionProvider"):
         return "int8"
     if any(integer.values()):
         return "int8 (integer kernels on CPU)"
     base = "fp16" if requested == "fp16" else "fp32"
-    note = " (TensorRT took no node)" if variant == "trt" else ""
+    note = " (TensorRT took no node)" if provider == "trt" else ""
     return (f"{base} (Q/DQ not fused){note}" if model_has_qdq else f"{base}{note}")
 
 
@@ -365,13 +364,13 @@ class OnnxRuntimeSession:
 
 @dataclass(frozen=True)
 class OrtOptions(EngineOptions):
-    """``prepare`` options of ONNX Runtime (CPU and the GPU provider variants)."""
+    """``prepare`` options of ONNX Runtime (CPU and the GPU execution providers)."""
 
     transformer_fusion: bool = False  # CPU fp32 only: ORT's transformer optimizer first
     num_heads: int = 0  # for transformer_fusion (0: ORT detects, which fails on transformers 5 exports)
     hidden_size: int = 0
-    cache_dir: str | None = None  # GPU variants: TensorRT EP engine cache
-    device_id: int = 0  # GPU variants
+    cache_dir: str | None = None  # GPU providers: TensorRT EP engine cache
+    device_id: int = 0  # GPU providers
     profile_prefix: str | None = None  # CPU: ORT's profiler on (the op profile's own session only)
 
 
@@ -386,10 +385,10 @@ class OnnxRuntimeBackend(EngineBase):
                                + ", ".join(f"onnxruntime@{v}" for v in GPU_PROVIDERS))
         self.provider = provider
         self.name = "onnxruntime" if provider is None else f"onnxruntime@{provider}"
-        self.precisions = VARIANT_PRECISIONS[provider]
+        self.precisions = PROVIDER_PRECISIONS[provider]
 
     def unavailable_reason(self) -> str | None:
-        """None when onnxruntime imports (and has this variant's provider), else why not."""
+        """None when onnxruntime imports (and has this backend's provider), else why not."""
         try:
             import onnxruntime as ort
         except ImportError:
@@ -429,16 +428,11 @@ class OnnxRuntimeBackend(EngineBase):
         ``device_id``; one profiled inference on ``shapes[0]`` tells which provider ran each node
         (``info["providers_used"]``).
         """
-        opts: OrtOptions = self.parse_options(options)
+        artifact, opts = self.begin_prepare(artifact, precision, options)
         transformer_fusion, num_heads, hidden_size = opts.transformer_fusion, opts.num_heads, opts.hidden_size
         cache_dir, device_id = opts.cache_dir, opts.device_id
-        reason = self.unavailable_reason()
-        if reason:
-            raise BackendError(reason)
         import onnxruntime as ort
 
-        check_precision(self.name, precision, self.precisions)
-        artifact = check_onnx_file(Path(artifact))
         if transformer_fusion and self.provider is not None:
             raise BackendError(f"{self.name}: transformer_fusion is the CPU fp32 baseline option")
         try:

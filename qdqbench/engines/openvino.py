@@ -23,8 +23,6 @@ from qdqbench.engines.base import (
     EngineBase,
     EngineOptions,
     Feeds,
-    check_onnx_file,
-    check_precision,
     feeds_shape,
     one_line,
     select_feeds,
@@ -219,15 +217,10 @@ class OpenVINOBackend(EngineBase):
         (OpenVINO is usually faster on static shapes; the default keeps the dynamic axes, as the
         other CPU backends run them).
         """
-        opts: OpenVINOOptions = self.parse_options(options)
+        artifact, opts = self.begin_prepare(artifact, precision, options)
         static_shape, float_precision = opts.static_shape, opts.float_precision
-        reason = self.unavailable_reason()
-        if reason:
-            raise BackendError(reason)
         import openvino as ov
 
-        check_precision(self.name, precision, self.precisions)
-        artifact = check_onnx_file(Path(artifact))
         core = ov.Core()
         try:
             model = core.read_model(str(artifact))

@@ -38,8 +38,6 @@ from qdqbench.engines.base import (
     EngineBase,
     EngineOptions,
     Feeds,
-    check_onnx_file,
-    check_precision,
     feeds_shape,
     one_line,
     predict_in_profile,
@@ -72,7 +70,7 @@ def build_plan(trt_major: int, precision: str, *, has_strongly_typed_flag: bool 
     float layers stay fp32) when the flag exists, off for fp16/bf16 (builder flags).
     ``strongly_typed=False`` with int8 on TensorRT 10 gives the classic QDQBERT build, INT8+FP16
     flags (trtexec --int8 --fp16): the layers Q/DQ leaves in float may run in fp16.
-    ``int8_float`` ("fp16"/"bf16", the ``tensorrt@fp16`` backend variant) asks for that build:
+    ``int8_float`` ("fp16"/"bf16", the float precision of ``tensorrt@fp16``) asks for that build:
     INT8 plus the float flag, weakly typed; TensorRT 11 builds only strongly typed networks, where
     the float parts' precision is the ONNX graph's own, so it is refused there.
     """
@@ -509,17 +507,12 @@ class TensorRTBackend(EngineBase):
         to the artifact), ``rebuild`` (ignore a cached engine), ``float_precision`` (int8 with
         fp16/bf16 float layers, the ``tensorrt@fp16`` variant; see ``build_plan``).
         """
-        opts: TensorRTOptions = self.parse_options(options)
+        artifact, opts = self.begin_prepare(artifact, precision, options)
         cuda_graph, strongly_typed, cache_dir = opts.cuda_graph, opts.strongly_typed, opts.cache_dir
         rebuild, float_precision = opts.rebuild, opts.float_precision
-        reason = self.unavailable_reason()
-        if reason:
-            raise BackendError(reason)
         import tensorrt as trt
         import torch
 
-        check_precision(self.name, precision, self.precisions)
-        artifact = check_onnx_file(Path(artifact))
         version = trt.__version__
         plan = build_plan(int(version.split(".")[0]), precision,
                           has_strongly_typed_flag=hasattr(trt.NetworkDefinitionCreationFlag,

@@ -28,7 +28,7 @@ import numpy as np
 
 from qdqbench.core.errors import BackendError
 from qdqbench.core.files import save_atomic
-from qdqbench.engines.base import EngineBase, EngineOptions, Feeds, check_precision, feeds_shape, one_line
+from qdqbench.engines.base import EngineBase, EngineOptions, Feeds, feeds_shape, one_line
 
 
 def save_torch_artifact(model: Any, path: Path, *, output: str = "logits") -> Path:
@@ -228,17 +228,19 @@ class TorchBackend(EngineBase):
             return "torch is not installed"
         return None
 
+    def check_artifact(self, artifact: Path) -> Path:
+        """A saved torch module (``save_torch_artifact``), not an ONNX file: it must exist."""
+        if not artifact.is_file():
+            raise BackendError(f"torch artifact not found: {artifact}")
+        return artifact
+
     def prepare(self, artifact: Path, precision: str, shapes: list, threads: int | None = None,
                 **options: Any) -> TorchSession:
         """Load the module saved at ``artifact`` onto ``device`` in ``precision``."""
-        opts: TorchOptions = self.parse_options(options)
+        artifact, opts = self.begin_prepare(artifact, precision, options)
         device, cuda_graph, output = opts.device, opts.cuda_graph, opts.output
         import torch
 
-        check_precision(self.name, precision, self.precisions)
-        artifact = Path(artifact)
-        if not artifact.is_file():
-            raise BackendError(f"torch artifact not found: {artifact}")
         try:
             # Our own artifact (save_torch_artifact): a pickled module, so weights_only=False.
             saved = torch.load(artifact, map_location="cpu", weights_only=False)

@@ -2,7 +2,8 @@
 
 ``write_report(run_dir)`` loads ``results.jsonl`` and ``run.json``, builds the one row model
 (``rows.build_report``) and hands it to each renderer in ``RENDERERS``, a registry keyed by
-format name whose entries return ``{file name: text}``. Files are written atomically into the
+format name whose entries return ``{file name: text}``. Every renderer (``render/``) walks the
+same ordered list of sections (``sections.SECTIONS``), built once from the rows. Files are written atomically into the
 run folder. To add a format, add a renderer module and one registry entry. Lines of
 ``results.jsonl`` that cannot be read are warned about on stderr and listed at the top of the
 HTML and Markdown reports; a damaged ``run.json`` is a one-line ``QdqbenchError`` naming it.
@@ -15,9 +16,9 @@ from pathlib import Path
 
 from qdqbench.core.errors import QdqbenchError, did_you_mean
 from qdqbench.core.results import SkippedLine, load_records, load_run_info, warn_skipped, write_text_atomic
-from qdqbench.report.csvout import render_csv
-from qdqbench.report.html import render_html
-from qdqbench.report.markdown import render_markdown
+from qdqbench.report.render.csv import render_csv
+from qdqbench.report.render.html import render_html
+from qdqbench.report.render.markdown import render_markdown
 from qdqbench.report.rows import Report, build_report
 
 RENDERERS: Mapping[str, Callable[[Report], dict[str, str]]] = {

@@ -16,7 +16,7 @@ from typing import Any
 
 from qdqbench import __version__
 from qdqbench.report.charts import line_chart_svg
-from qdqbench.report.html import CSS, JS, _csp
+from qdqbench.report.render.html import CSS, JS, csp
 from qdqbench.report.rows import DASH, fmt_db, fmt_ms, fmt_pct, fmt_score
 
 RECENT_RUNS = 30  # rows of the runs table
@@ -91,7 +91,7 @@ def render_history_html(run_rows: Sequence, charts: Sequence) -> str:
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">\n'
-        f'<meta http-equiv="Content-Security-Policy" content="{_csp(JS)}">\n'
+        f'<meta http-equiv="Content-Security-Policy" content="{csp(JS)}">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>qdqbench history</title>\n<style>{CSS}</style></head>\n<body><main>\n"
         '<header><h1>qdqbench history</h1><p class="meta">Runs ordered by start time; '

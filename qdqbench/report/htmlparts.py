@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from html import escape
 from typing import Any
 
-from qdqbench.report.rows import DASH
+from qdqbench.report.fmt import DASH
 
 
 def esc(text: Any) -> str:

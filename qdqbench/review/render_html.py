@@ -15,7 +15,7 @@ from typing import Any
 
 from qdqbench import __version__
 from qdqbench.report.fmt import DASH, fmt_shape, slug
-from qdqbench.report.html import CSS, JS, _csp
+from qdqbench.report.render.html import CSS, JS, csp
 from qdqbench.review.comparison import SIGNIFICANCE_RULES, CellDelta, Comparison, MetricDelta
 from qdqbench.review.gates import GateOutcome
 from qdqbench.review.render_fmt import (
@@ -297,7 +297,7 @@ def render_compare_html(c: Comparison, outcomes: Sequence[GateOutcome] = ()) -> 
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">\n'
-        f'<meta http-equiv="Content-Security-Policy" content="{_csp(JS)}">\n'
+        f'<meta http-equiv="Content-Security-Policy" content="{csp(JS)}">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{_e(title)}</title>\n<style>{CSS}{EXTRA_CSS}</style></head>\n"
         f"<body><main>\n{body}\n"

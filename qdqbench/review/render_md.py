@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from qdqbench.report.fmt import DASH, fmt_shape
-from qdqbench.report.markdown import md_escape, md_table
+from qdqbench.report.mdparts import md_escape, md_table
 from qdqbench.review.comparison import SIGNIFICANCE_RULES, Comparison
 from qdqbench.review.gates import GateOutcome
 from qdqbench.review.render_fmt import (

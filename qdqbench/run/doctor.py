@@ -78,10 +78,10 @@ class EngineResult:
 
 
 def known_engines() -> list[str]:
-    """Every engine qdqbench can run: torch, each backend and variant, and torch on CUDA."""
-    from qdqbench.engines import BACKEND_NAMES, variant_names
+    """Every engine qdqbench can run: torch, each backend plain and qualified (@fp16, @cuda), torch on CUDA."""
+    from qdqbench.engines import BACKEND_NAMES, qualified_names
 
-    engines = [b for b in BACKEND_NAMES if b != "torch"] + variant_names()
+    engines = [b for b in BACKEND_NAMES if b != "torch"] + qualified_names()
     order = {b: i for i, b in enumerate(BACKEND_NAMES)}
     engines.sort(key=lambda n: (order.get(n.partition("@")[0], 99), "@" in n))
     return ["torch", *engines, TORCH_CUDA]

@@ -198,7 +198,8 @@ def export(ctx: GroupContext, cell: Cell, variant: Lazy) -> dict[str, Any]:
 
 def export_peer(ctx: GroupContext, cell: Cell, scheme: SchemeSpec) -> dict[str, Any]:
     """Quantize the fp32 export with the peer's own tool (ONNX Runtime, ModelOpt)."""
-    from qdqbench.quant.peers import build_peer_onnx, calibration_plan
+    from qdqbench.quant.peer_builders import build_peer_onnx
+    from qdqbench.quant.peer_settings import calibration_plan
     from qdqbench.run.variants import calibration_batches
 
     fp32 = engine_artifact(ctx, cell_of(cell, scheme=ctx.suite.baseline_scheme, backend="onnx", kind="export"))

@@ -27,7 +27,7 @@ def calibration_spec(scheme: SchemeSpec):
     if not scheme.is_peer:
         return scheme.calibration
     from qdqbench.config.suite import CalibrationSpec
-    from qdqbench.quant.peers import calibration_plan
+    from qdqbench.quant.peer_settings import calibration_plan
 
     plan = calibration_plan(scheme.kind, scheme.peer)
     if plan is None:

@@ -4,7 +4,6 @@ errors, and the registry."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -20,22 +19,9 @@ from qdqbench.engines.timing import TimingSettings  # noqa: E402
 FAST = TimingSettings(warmup_s=0.0, warmup_iters=2, min_iters=5, min_duration_s=0.0)
 
 
-def _load_tiny_onnx():
-    spec = importlib.util.spec_from_file_location("_qdqbench_tiny_onnx", Path(__file__).with_name("tiny_onnx.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_tiny = _load_tiny_onnx()
-make_feeds, export_tiny_bert, quantize_qdq = _tiny.make_feeds, _tiny.export_tiny_bert, _tiny.quantize_qdq
-
-
 @pytest.fixture(scope="module")
-def models(tmp_path_factory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("ort_models")
-    fp32 = export_tiny_bert(d / "bert_fp32.onnx")
-    return {"fp32": fp32, "qdq": quantize_qdq(fp32, d / "bert_qdq.onnx")}
+def models(tiny_models) -> dict[str, Path]:
+    return tiny_models
 
 
 def direct(path: Path, feeds) -> np.ndarray:
@@ -43,7 +29,7 @@ def direct(path: Path, feeds) -> np.ndarray:
     return sess.run(None, feeds)[0]
 
 
-def test_fp32_reports_fp32_and_matches_plain_ort(models):
+def test_fp32_reports_fp32_and_matches_plain_ort(models, make_feeds):
     sess = get_backend("onnxruntime").prepare(models["fp32"], "fp32", [Shape(batch=2, seq=8)],
                                               threads=1)
     assert sess.backend == "onnxruntime" and sess.precision == "fp32"
@@ -57,7 +43,7 @@ def test_fp32_reports_fp32_and_matches_plain_ort(models):
     np.testing.assert_allclose(out, direct(models["fp32"], feeds), rtol=1e-5, atol=1e-5)
 
 
-def test_qdq_runs_integer_kernels(models):
+def test_qdq_runs_integer_kernels(models, make_feeds):
     sess = get_backend("onnxruntime").prepare(models["qdq"], "int8", [Shape(batch=2, seq=8)],
                                               threads=1)
     fused = sess.info["fused_ops"]
@@ -78,7 +64,7 @@ def test_int8_request_on_float_model_is_honest(models):
     assert sess.precision == "fp32"
 
 
-def test_time_in_process(models):
+def test_time_in_process(models, make_feeds):
     sess = get_backend("onnxruntime").prepare(models["qdq"], "int8", [Shape(batch=2, seq=8)],
                                               threads=1)
     st = sess.time(make_feeds(), FAST)
@@ -86,7 +72,7 @@ def test_time_in_process(models):
     assert "run_with_iobinding" in st.method
 
 
-def test_transformer_fusion_baseline(models):
+def test_transformer_fusion_baseline(models, make_feeds):
     sess = get_backend("onnxruntime").prepare(models["fp32"], "fp32", [Shape(batch=2, seq=8)],
                                               transformer_fusion=True, num_heads=2, hidden_size=32)
     assert sess.info["transformer_fusion"] is True
@@ -96,7 +82,7 @@ def test_transformer_fusion_baseline(models):
     np.testing.assert_allclose(sess.predict(feeds), direct(models["fp32"], feeds), atol=1e-4)
 
 
-def test_missing_corrupt_and_wrong_inputs(models, tmp_path):
+def test_missing_corrupt_and_wrong_inputs(models, tmp_path, make_feeds):
     backend = get_backend("onnxruntime")
     with pytest.raises(BackendError, match="not found: .*nope.onnx"):
         backend.prepare(tmp_path / "nope.onnx", "fp32", [Shape(batch=1, seq=8)])

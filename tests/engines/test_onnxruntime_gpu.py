@@ -13,7 +13,6 @@ and ``tensorrt``) skip with their reason where onnxruntime-gpu or a GPU is missi
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -29,7 +28,7 @@ from qdqbench.engines import (
     check_backend_name,
     engine_request,
     get_backend,
-    variant_names,
+    qualified_names,
 )
 from qdqbench.engines.base import predict_in_profile
 from qdqbench.engines.onnxruntime import (
@@ -59,7 +58,7 @@ GPU_BUILD = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecution
 
 def test_provider_variants_are_backends_of_their_own():
     assert BACKEND_NAMES == ("torch", "onnxruntime", "openvino", "tensorrt")
-    assert {"onnxruntime@cuda", "onnxruntime@trt"} <= set(variant_names())
+    assert {"onnxruntime@cuda", "onnxruntime@trt"} <= set(qualified_names())
     for name in ("onnxruntime@cuda", "onnxruntime@trt", "tensorrt@fp16", "openvino@bf16"):
         assert check_backend_name(name) == name
     with pytest.raises(BackendError, match="did you mean 'trt'"):
@@ -272,22 +271,9 @@ def test_predict_in_profile_sequence_outputs_and_limits():
 
 # ---- the prepare path against a stand-in onnxruntime module ----------------------------------
 
-def _load_tiny_onnx():
-    spec = importlib.util.spec_from_file_location("_qdqbench_tiny_onnx", HERE / "tiny_onnx.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_tiny = _load_tiny_onnx()
-make_feeds = _tiny.make_feeds
-
-
 @pytest.fixture(scope="module")
-def qdq_model(tmp_path_factory):
-    pytest.importorskip("onnxruntime")
-    d = tmp_path_factory.mktemp("ort_gpu_models")
-    return _tiny.quantize_qdq(_tiny.export_tiny_bert(d / "bert_fp32.onnx"), d / "bert_qdq.onnx")
+def qdq_model(tiny_models):
+    return tiny_models["qdq"]
 
 
 class _FakeORT:
@@ -353,7 +339,7 @@ def test_prepare_refuses_ort_silent_fallback(qdq_model, tmp_path, monkeypatch):
     assert msg.endswith("pip install 'qdqbench[gpu]'")
 
 
-def test_prepare_trt_reads_providers_and_precision_from_the_profile(qdq_model, tmp_path):
+def test_prepare_trt_reads_providers_and_precision_from_the_profile(qdq_model, tmp_path, make_feeds):
     import onnxruntime
 
     fake = _FakeORT(onnxruntime, loads="TensorrtExecutionProvider", profile=TRT_PROFILE)
@@ -439,7 +425,7 @@ def _require(variant: str) -> None:
 
 
 @pytest.mark.gpu
-def test_cuda_variant_runs_and_times(qdq_model):
+def test_cuda_variant_runs_and_times(qdq_model, make_feeds):
     _require("cuda")
     import onnxruntime
 
@@ -456,7 +442,7 @@ def test_cuda_variant_runs_and_times(qdq_model):
 
 @pytest.mark.gpu
 @pytest.mark.tensorrt
-def test_trt_variant_builds_int8_caches_and_times(qdq_model, tmp_path):
+def test_trt_variant_builds_int8_caches_and_times(qdq_model, tmp_path, make_feeds):
     _require("trt")
     import onnxruntime
 
@@ -475,7 +461,7 @@ def test_trt_variant_builds_int8_caches_and_times(qdq_model, tmp_path):
     assert st.n == 5 and "CUDA-synchronised" in st.method
 
 
-def test_without_onnxruntime_each_variant_names_its_extra(monkeypatch):
+def test_without_onnxruntime_each_qualified_names_its_extra(monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
@@ -522,7 +508,7 @@ def test_real_ort_fallback_to_cpu_is_caught(qdq_model):
                                                 cache_dir=None, device_id=0)
 
 
-def test_real_ort_profile_is_read_back(qdq_model):
+def test_real_ort_profile_is_read_back(qdq_model, make_feeds):
     """ORT's real profiler on the CPU, behind a session that claims CUDA: the placement and the
     precision come from the profile, not from the provider list."""
     import onnxruntime

@@ -3,7 +3,6 @@ pin, runtime precisions read from the compiled graph, agreement with onnxruntime
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -21,29 +20,16 @@ from qdqbench.engines.timing import TimingSettings  # noqa: E402
 FAST = TimingSettings(warmup_s=0.0, warmup_iters=2, min_iters=5, min_duration_s=0.0)
 
 
-def _load_tiny_onnx():
-    spec = importlib.util.spec_from_file_location("_qdqbench_tiny_onnx", Path(__file__).with_name("tiny_onnx.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_tiny = _load_tiny_onnx()
-make_feeds, export_tiny_bert, quantize_qdq = _tiny.make_feeds, _tiny.export_tiny_bert, _tiny.quantize_qdq
-
-
 @pytest.fixture(scope="module")
-def models(tmp_path_factory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("ov_models")
-    fp32 = export_tiny_bert(d / "bert_fp32.onnx")
-    return {"fp32": fp32, "qdq": quantize_qdq(fp32, d / "bert_qdq.onnx")}
+def models(tiny_models) -> dict[str, Path]:
+    return tiny_models
 
 
 def ort_out(path: Path, feeds) -> np.ndarray:
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
 
 
-def test_fp32_is_pinned_to_f32_and_agrees_with_ort(models):
+def test_fp32_is_pinned_to_f32_and_agrees_with_ort(models, make_feeds):
     sess = get_backend("openvino").prepare(models["fp32"], "fp32", [Shape(batch=2, seq=8)],
                                            threads=1)
     # The compiled model's own property, not our request echoed back.
@@ -60,7 +46,7 @@ def test_fp32_is_pinned_to_f32_and_agrees_with_ort(models):
         np.testing.assert_allclose(out, ort_out(models["fp32"], feeds), rtol=1e-4, atol=1e-4)
 
 
-def test_qdq_runs_int8_matmuls(models):
+def test_qdq_runs_int8_matmuls(models, make_feeds):
     sess = get_backend("openvino").prepare(models["qdq"], "int8", [Shape(batch=2, seq=8)],
                                            threads=1)
     assert sess.precision == "int8" and sess.info["model_has_qdq"]
@@ -96,7 +82,7 @@ def test_int8_with_bf16_float_layers(models):
         backend.prepare(models["fp32"], "fp32", [Shape(batch=2, seq=8)], float_precision="bf16")
 
 
-def test_time_in_process(models):
+def test_time_in_process(models, make_feeds):
     sess = get_backend("openvino").prepare(models["qdq"], "int8", [Shape(batch=2, seq=8)],
                                            threads=1)
     st = sess.time(make_feeds(), FAST)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from qdqbench.core.memory import NOT_AVAILABLE, current_rss_mb, peak_rss_mb
@@ -15,23 +13,9 @@ from qdqbench.engines.timing import TimingSettings, measure_in_subprocess
 FAST = TimingSettings(warmup_s=0.0, warmup_iters=2, min_iters=5, min_duration_s=0.0)
 
 
-def _load_tiny_onnx():
-    spec = importlib.util.spec_from_file_location("_qdqbench_tiny_onnx", Path(__file__).with_name("tiny_onnx.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> dict[str, Path]:
-    pytest.importorskip("torch")
-    pytest.importorskip("onnxruntime")
-    t = _load_tiny_onnx()
-    d = tmp_path_factory.mktemp("res_models")
-    fp32 = t.export_tiny_bert(d / "bert_fp32.onnx")
-    feeds = d / "feeds.npz"
-    np.savez(feeds, **t.make_feeds(2, 8))
-    return {"fp32": fp32, "qdq": t.quantize_qdq(fp32, d / "bert_qdq.onnx"), "feeds": feeds}
+def tiny(tiny_models) -> dict[str, Path]:
+    return tiny_models
 
 
 def test_rss_counters_on_this_machine():

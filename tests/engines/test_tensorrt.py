@@ -4,9 +4,7 @@ TensorRT and a CUDA GPU and skips with the reason otherwise (marker ``tensorrt``
 
 from __future__ import annotations
 
-import importlib.util
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -160,17 +158,10 @@ def _require_tensorrt() -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_models(tmp_path_factory):
+def tiny_models(tiny_models):
+    """The shared tiny models (tests/engines/conftest.py), where TensorRT can run."""
     _require_tensorrt()
-    pytest.importorskip("onnxruntime")  # the helpers quantize with it
-    # The shared tiny-BERT builders, loaded by path so this works under any pytest import mode.
-    spec = importlib.util.spec_from_file_location(
-        "_qdqbench_tiny_onnx", Path(__file__).with_name("tiny_onnx.py"))
-    helpers = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(helpers)
-    d = tmp_path_factory.mktemp("trt_models")
-    fp32 = helpers.export_tiny_bert(d / "bert_fp32.onnx")
-    return {"fp32": fp32, "qdq": helpers.quantize_qdq(fp32, d / "bert_qdq.onnx")}
+    return tiny_models
 
 
 @pytest.mark.tensorrt

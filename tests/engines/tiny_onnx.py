@@ -1,7 +1,7 @@
 """Tiny ONNX models for the backend tests: a 1-layer random BERT in fp32 and as Q/DQ.
 
-Loaded by path from each backend test module (``load_helpers``), so it works under any pytest
-import mode and is written once.
+Loaded by path in ``tests/engines/conftest.py`` (so it works under any pytest import mode), which
+builds the models once per session as the ``tiny_models`` fixture.
 """
 
 from __future__ import annotations

@@ -20,6 +20,8 @@ from qdqbench.quant.quantizer import calibrating, finish_calibration, quantizers
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
+from tiny_qdq import build, feeds, op_counts, session, tiny_bert  # noqa: E402 — tests/quant/conftest.py
+
 INTEGER_KERNELS = ("MatMulIntegerToFloat", "QLinearMatMul", "MatMulInteger", "DynamicQuantizeMatMul")
 
 
@@ -32,61 +34,6 @@ def _one_torch_thread():
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def tiny_bert(layers: int = 2, kind: str = "bert"):
-    import transformers as tf
-
-    torch.manual_seed(0)
-    if kind == "distilbert":
-        config = tf.DistilBertConfig(vocab_size=60, dim=32, n_layers=layers, n_heads=2, hidden_dim=64,
-                                     max_position_embeddings=64)
-        return tf.DistilBertForSequenceClassification._from_config(config, attn_implementation="eager").eval()
-    config = tf.BertConfig(vocab_size=60, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
-                           intermediate_size=64, max_position_embeddings=64)
-    return tf.BertForSequenceClassification._from_config(config, attn_implementation="eager").eval()
-
-
-def feeds(batch: int, seq: int, seed: int, token_types: bool = True) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    out = {"input_ids": torch.randint(5, 60, (batch, seq), generator=g),
-           "attention_mask": torch.ones(batch, seq, dtype=torch.long)}
-    out["attention_mask"][0, max(1, seq - 3):] = 0  # padding in the first row
-    if token_types:
-        out["token_type_ids"] = (torch.arange(seq) >= seq // 2).long().expand(batch, seq).clone()
-    return out
-
-
-DEFAULT_SETTINGS = QDQSettings()
-
-
-def build(settings: QDQSettings = DEFAULT_SETTINGS, layers: int = 2, kind: str = "bert"):
-    model = quantize_bert(tiny_bert(layers, kind), settings)
-    with calibrating(model), torch.no_grad():
-        for i in range(4):
-            model(**feeds(4, 12, seed=i, token_types=kind != "distilbert"))
-    finish_calibration(model)
-    return model
-
-
-def session(path: Path, level: str = "all", optimized: Path | None = None, disabled=()):
-    so = ort.SessionOptions()
-    so.graph_optimization_level = {"none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-                                   "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[level]
-    if optimized is not None:
-        # Up to EXTENDED: what ALL adds (NCHWc layouts) is for convolutions and is machine-specific.
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-        so.optimized_model_filepath = str(optimized)
-    so.intra_op_num_threads = 1
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"],
-                                disabled_optimizers=list(disabled))
-
-
-def op_counts(path: Path) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for n in onnx.load(str(path)).graph.node:
-        counts[n.op_type] = counts.get(n.op_type, 0) + 1
-    return counts
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ quantize_static file (+5%)."""
 from __future__ import annotations
 
 import copy
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -24,15 +23,8 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"_qdqbench_{name}", Path(__file__).with_name(f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tiny_qdq import build, feeds, op_counts, session  # noqa: E402 — tests/quant/conftest.py
 
-
-_export = _load("test_export")
-build, feeds, session, op_counts = _export.build, _export.feeds, _export.session, _export.op_counts
 SHAPES = [(1, 4), (3, 9), (2, 16), (5, 7), (4, 21)]
 
 
@@ -208,7 +200,7 @@ def test_real_checkpoint_bit_exact_and_no_larger_than_ort_quantize_static(shared
     and no larger than ONNX Runtime's quantize_static file +5% (measured 56.59 vs 56.59 MB)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from qdqbench.quant.peers import build_peer_onnx
+    from qdqbench.quant.peer_builders import build_peer_onnx
     from qdqbench.quant.qdqbert import quantize_bert
     from qdqbench.quant.quantizer import calibrating, finish_calibration
     from qdqbench.tasks import get_task

@@ -18,12 +18,12 @@ from pydantic import ValidationError
 
 from qdqbench.core.errors import ExportError, QdqbenchError
 from qdqbench.core.results import Shape
-from qdqbench.quant import peers
-from qdqbench.quant.peers import (
+from qdqbench.quant import peer_settings
+from qdqbench.quant.peer_builders import build_peer_onnx
+from qdqbench.quant.peer_settings import (
     PEER_KINDS,
     OrtDynamicSettings,
     PeerSettingsError,
-    build_peer_onnx,
     missing_requirement,
     validate_settings,
 )
@@ -134,9 +134,9 @@ def test_ort_static_needs_calibration_batches_with_the_model_inputs(tiny, tmp_pa
 def test_registered_op_types_are_known_to_the_installed_onnxruntime():
     from onnxruntime.quantization import registry
 
-    assert set(peers.ORT_DYNAMIC_OP_TYPES) <= set(registry.IntegerOpsRegistry)
-    assert set(peers.ORT_QDQ_OP_TYPES) <= set(registry.QDQRegistry)
-    assert set(peers.ORT_QOPERATOR_OP_TYPES) <= set(registry.QLinearOpsRegistry)
+    assert set(peer_settings.ORT_DYNAMIC_OP_TYPES) <= set(registry.IntegerOpsRegistry)
+    assert set(peer_settings.ORT_QDQ_OP_TYPES) <= set(registry.QDQRegistry)
+    assert set(peer_settings.ORT_QOPERATOR_OP_TYPES) <= set(registry.QLinearOpsRegistry)
 
 
 # --------------------------------------------------------------------------- bad inputs
@@ -218,7 +218,7 @@ def test_settings_round_trip_and_are_frozen(kind, data):
 
 
 def test_importing_peers_imports_no_runtime():
-    code = ("import sys, qdqbench.quant.peers as p; p.validate_settings('modelopt', {}); "
+    code = ("import sys, qdqbench.quant.peer_settings as p; p.validate_settings('modelopt', {}); "
             "p.missing_requirement('modelopt'); "
             "print(sorted(m for m in ('torch', 'onnx', 'onnxruntime', 'modelopt') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -226,17 +226,17 @@ def test_importing_peers_imports_no_runtime():
 
 
 def test_calibration_plan_follows_the_settings():
-    assert peers.calibration_plan("ort-dynamic") is None
-    assert peers.calibration_plan("ort-static", {"samples": 32, "batch_size": 8, "seed": 4}) == (32, 8, 4)
-    assert peers.calibration_plan("modelopt") == (128, 16, 0)
+    assert peer_settings.calibration_plan("ort-dynamic") is None
+    assert peer_settings.calibration_plan("ort-static", {"samples": 32, "batch_size": 8, "seed": 4}) == (32, 8, 4)
+    assert peer_settings.calibration_plan("modelopt") == (128, 16, 0)
 
 
 # --------------------------------------------------------------------------- ModelOpt
 
 
 def test_modelopt_missing_is_the_one_line_requirement(tiny, tmp_path, monkeypatch):
-    real = peers._module_available
-    monkeypatch.setattr(peers, "_module_available", lambda name: False if name == "modelopt" else real(name))
+    real = peer_settings._module_available
+    monkeypatch.setattr(peer_settings, "_module_available", lambda name: False if name == "modelopt" else real(name))
     assert missing_requirement("ort-dynamic") is None and missing_requirement("ort-static") is None
     msg = "scheme kind 'modelopt' needs nvidia-modelopt: pip install 'qdqbench[modelopt]'"
     assert missing_requirement("modelopt") == msg

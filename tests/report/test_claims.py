@@ -9,9 +9,9 @@ import io
 
 from qdqbench.core.results import Metric, Record, Shape, Verdict
 from qdqbench.report import build_report
-from qdqbench.report.csvout import render_csv
-from qdqbench.report.html import render_html
-from qdqbench.report.markdown import render_markdown
+from qdqbench.report.render.csv import render_csv
+from qdqbench.report.render.html import render_html
+from qdqbench.report.render.markdown import render_markdown
 
 M, T = "bert", "mrpc"
 BASE = 0.8500

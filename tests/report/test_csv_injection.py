@@ -10,7 +10,7 @@ import pytest
 
 from qdqbench.core.results import Metric, Record, Verdict
 from qdqbench.report import build_report
-from qdqbench.report.csvout import render_csv
+from qdqbench.report.render.csv import render_csv
 
 BASE = 0.90
 PAYLOADS = ["=HYPERLINK(\"http://x\",\"y\")", "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1:A9)",

@@ -14,10 +14,10 @@ from qdqbench.core.errors import QdqbenchError
 from qdqbench.core.results import Metric, Record, ResultStore, Shape, Verdict, write_json_atomic
 from qdqbench.report import build_report, load_report, write_report
 from qdqbench.report.charts import nice_ticks
-from qdqbench.report.csvout import ACCURACY_COLUMNS, LATENCY_COLUMNS
-from qdqbench.report.html import render_html
-from qdqbench.report.markdown import md_escape, render_markdown
+from qdqbench.report.render.html import render_html
+from qdqbench.report.render.markdown import md_escape, render_markdown
 from qdqbench.report.rows import fmt_ms, fmt_pct, fmt_score, fmt_speedup, slug
+from qdqbench.report.sections import ACCURACY_COLUMNS, LATENCY_COLUMNS
 
 MODEL = "bert-base-sst2"
 EVIL = "<script>alert(1)</script>"
@@ -317,19 +317,20 @@ def test_write_report_writes_every_format(run_dir: Path):
     assert [p.name for p in paths] == [
         "report.html",
         "report.md",
-        "accuracy.csv",
-        "latency.csv",
-        "fidelity.csv",
-        "engines.csv",
+        # the CSV files of each section, in the sections' order (report.sections.SECTIONS)
         "peers.csv",
+        "accuracy.csv",
+        "engines.csv",
         "calibrators.csv",
         "pareto.csv",
+        "fidelity.csv",
+        "latency.csv",
+        "mlperf_style.csv",
+        "where_time_goes.csv",
         "amax.csv",
         "sensitivity.csv",
         "recipe_trace.csv",
         "float_part_costs.csv",
-        "mlperf_style.csv",
-        "where_time_goes.csv",
     ]
     assert all(p.parent == run_dir and p.stat().st_size > 0 for p in paths)
     assert [p.name for p in write_report(run_dir, formats=["md"])] == ["report.md"]

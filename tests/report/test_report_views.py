@@ -18,8 +18,8 @@ import pytest
 
 from qdqbench.core.results import Metric, Record, ResultStore, Shape, Verdict, write_json_atomic
 from qdqbench.report import build_report, write_report
-from qdqbench.report.html import render_html
-from qdqbench.report.markdown import render_markdown
+from qdqbench.report.render.html import render_html
+from qdqbench.report.render.markdown import render_markdown
 from qdqbench.report.views import EngineScore, pareto_optimal
 
 M, T = "bert", "sst2"
