@@ -16,9 +16,8 @@ import threading
 import time
 from pathlib import Path
 
-import yaml
-
 import pytest
+import yaml
 
 ray = pytest.importorskip("ray")
 
