@@ -208,7 +208,11 @@ class Runner:
                                     f"{stored}; resume it without --artifacts")
             return wanted
         if isinstance(stored, str) and stored:
-            check_artifacts_dir(Path(stored).parent)
+            try:
+                check_artifacts_dir(Path(stored).parent)
+            except QdqbenchError as exc:
+                raise QdqbenchError(f"{self.run_dir}: its artifacts folder {stored} (run.json) cannot be used: "
+                                    f"{str(exc).split(': ', 1)[-1]}") from None
             return Path(stored)
         return None
 

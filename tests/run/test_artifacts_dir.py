@@ -88,3 +88,23 @@ def test_resume_takes_the_stored_artifacts_folder(tmp_path, capsys):
     (tmp_path / "run").mkdir()
     rc = main(["run", "--resume", str(tmp_path / "run"), "--artifacts", str(tmp_path / "x")])
     assert rc == 2 and "--resume takes the suite, shard and artifacts folder" in capsys.readouterr().err
+
+
+def test_resume_with_an_unusable_or_different_artifacts_folder(tiny_suite, tmp_path):
+    from qdqbench.config.suite import load_suite
+    from qdqbench.core.errors import QdqbenchError
+    from qdqbench.run.runner import Runner
+
+    suite = load_suite(tiny_suite)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (tmp_path / "file").write_text("x")
+    stored = tmp_path / "file" / "run"  # its parent is a file: the shared mount is gone
+    (run_dir / "run.json").write_text(json.dumps({"run_id": "run", "artifacts": str(stored)}))
+    with pytest.raises(QdqbenchError, match=r"its artifacts folder .*file/run \(run\.json\) cannot be used: "
+                                            r"not a folder$"):
+        Runner(suite, run_dir, show_progress=False).run()
+    (run_dir / "run.json").write_text(json.dumps({"run_id": "run", "artifacts": str(tmp_path / "a" / "run")}))
+    with pytest.raises(QdqbenchError, match=r"keeps its artifacts in .*a/run; resume it without --artifacts$"):
+        Runner(suite, run_dir, show_progress=False, artifacts=tmp_path / "b").run()
+    assert not (run_dir / "results.jsonl").exists()
