@@ -57,7 +57,17 @@ def test_workflow_arguments_match_qdqbench():
     assert shards == list(range(1, len(shards) + 1)) and wf["env"]["SHARDS"] == str(len(shards))
     assert "gpu" in shard_job["runs-on"] and "self-hosted" in shard_job["runs-on"]
     text = WORKFLOW.read_text(encoding="utf-8")
-    assert '--shard "${{ matrix.shard }}/$SHARDS"' in text
+    # Each shard runs `--shard auto` with QDQBENCH_SHARD=K/N from the matrix, as a Kubernetes
+    # indexed Job or a Slurm array would run the same command line.
+    (run_step,) = [s for s in shard_job["steps"] if "qdqbench run" in s.get("run", "")]
+    assert '--shard auto' in run_step["run"] and "--shard \"" not in run_step["run"]
+    assert run_step["env"]["QDQBENCH_SHARD"] == "${{ matrix.shard }}/${{ env.SHARDS }}"
+    from qdqbench.run.shard import resolve_shard
+
+    for k in shards:
+        value = run_step["env"]["QDQBENCH_SHARD"].replace("${{ matrix.shard }}", str(k)).replace(
+            "${{ env.SHARDS }}", wf["env"]["SHARDS"])
+        assert resolve_shard("auto", {"QDQBENCH_SHARD": value}) == ((k, len(shards)), "QDQBENCH_SHARD")
     gates = re.findall(r"--fail-on '([^']+)'", text)
     assert gates == ["accuracy-drop>1%", "latency-p99+5%"]
     for g in gates:

@@ -62,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--ray-address", metavar="ADDR",
                      help="with --executor ray: auto or ray://host:port joins a cluster "
                           "(default: start a local Ray instance)")
+    run.add_argument("--artifacts", type=Path, metavar="DIR",
+                     help="write artifacts (ONNX exports, timing inputs, engine caches) under DIR/<run id>, "
+                          "on storage every node reaches (default: the run folder); a resume finds them there")
     add_fail_on_argument(run, "run")
 
     ls = sub.add_parser("ls", help="print the expanded matrix of a suite (no torch import)")
@@ -165,9 +168,9 @@ def cmd_run(args) -> int:
     gates = parse_gates(args.fail_on, "run")
     lock = None
     if args.resume:
-        if args.suite or args.sets or args.model_path or args.data_dir or args.shard:
-            raise QdqbenchError("--resume takes the suite and shard stored in the run folder; "
-                                "give no suite or overrides")
+        if args.suite or args.sets or args.model_path or args.data_dir or args.shard or args.artifacts:
+            raise QdqbenchError("--resume takes the suite, shard and artifacts folder stored in the run "
+                                "folder; give no suite or overrides")
         run_dir, suite_path = args.resume, None
         if not Path(run_dir).is_dir():
             raise QdqbenchError(f"{run_dir}: run folder not found")
@@ -190,6 +193,10 @@ def cmd_run(args) -> int:
             for p in problems:
                 print(p, file=sys.stderr)
             return EXIT_INPUT
+        if args.artifacts is not None:  # before the run folder: a bad DIR is one line
+            from qdqbench.run.paths import check_artifacts_dir
+
+            args.artifacts = check_artifacts_dir(args.artifacts)
         executor = _executor(args, suite)  # before the run folder: an unreachable cluster is one line
         if lock is None:
             run_dir = new_run_dir(suite, args.out, shard)  # created exclusively, locked at once
@@ -198,7 +205,7 @@ def cmd_run(args) -> int:
         console.print(f"run folder: {run_dir}")
         summary = Runner(suite, run_dir, suite_path=suite_path, console=console, show_progress=not args.quiet,
                          cells=cells, shard=shard, shard_source=shard_source, locked=True,
-                         executor=executor).run()
+                         executor=executor, artifacts=args.artifacts).run()
         paths = _write_report(run_dir, suite.output.formats, console)
         _print_summary(summary, console)
         if summary.interrupted:
@@ -206,6 +213,9 @@ def cmd_run(args) -> int:
         if summary.stopped:
             console.print(f"[red]stopped[/red]: {summary.stopped}; make room, then resume with  "
                           f"qdqbench run --resume {run_dir}", highlight=False)
+        if summary.lost:
+            print(f"error: {summary.lost}; nothing stored is lost: qdqbench run --resume {run_dir}",
+                  file=sys.stderr)
         if paths:
             console.print(f"report: {paths[0]}")
         print(run_dir)
@@ -215,7 +225,7 @@ def cmd_run(args) -> int:
     outcomes = check_gates(summary.records, gates)
     for line in format_outcomes(outcomes):
         console.print(line, markup=False, highlight=False)
-    if summary.interrupted or summary.stopped:
+    if summary.interrupted or summary.stopped or summary.lost:
         return summary.exit_code
     return EXIT_GATE if any(not o.passed for o in outcomes) else summary.exit_code
 

@@ -1,4 +1,4 @@
-"""Facts about the code and machine a run used: versions, git commit, CPU, GPU.
+"""Facts about the code and machine a run used: versions, git commit, CPU, GPU; the node a cell ran on.
 
 Package versions are read from installed metadata, so nothing heavy is imported just to print a
 version (importing tensorrt or openvino can take seconds and allocate a GPU context).
@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+import socket
 import subprocess
 import sys
 from importlib import metadata
@@ -46,17 +47,23 @@ def cpu_info() -> dict[str, object]:
 
 
 def gpu_info() -> dict[str, object]:
-    """GPU name, driver and CUDA version when a GPU and nvidia-smi are present."""
+    """GPU name, driver and CUDA version when a GPU and nvidia-smi are present.
+
+    The GPU is the first one this process may use: the first index of ``CUDA_VISIBLE_DEVICES``
+    when it names one (Ray and Slurm set it per task), else the first GPU.
+    """
     info: dict[str, object] = {"gpu": None, "driver": None, "cuda": None}
     if shutil.which("nvidia-smi"):
         try:
             out = subprocess.run(
-                ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                ["nvidia-smi", "--query-gpu=index,name,driver_version", "--format=csv,noheader"],
                 capture_output=True, text=True, timeout=10, check=True,
             ).stdout.strip().splitlines()
-            if out:
-                name, driver = (s.strip() for s in out[0].split(",", 1))
-                info.update(gpu=name, driver=driver)
+            rows = [[s.strip() for s in line.split(",", 2)] for line in out if line.count(",") >= 2]
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+            row = next((r for r in rows if r[0] == visible), rows[0] if rows else None)
+            if row:
+                info.update(gpu=row[1], driver=row[2])
         except (OSError, subprocess.SubprocessError, ValueError):
             pass
     if "torch" in sys.modules:
@@ -83,3 +90,22 @@ def environment() -> dict[str, object]:
     machine = cpu_info()
     machine.update(gpu_info())
     return {"versions": versions(), "machine": machine, "git": git_info()}
+
+
+def node_facts() -> dict[str, str]:
+    """The node a cell ran on, as a distributed run's records name it (``details.node``): its
+    hostname, the CPU flags that decide INT8 kernels (``cpu_info``) and the GPU this process may
+    use (``gpu_info``), ``"none"`` for either when there is none."""
+    flags = cpu_info()["flags"]
+    return {"host": socket.gethostname(), "cpu_flags": " ".join(flags) if flags else "none",  # type: ignore[arg-type]
+            "gpu": str(gpu_info()["gpu"] or "none")}
+
+
+def node_label(node: object) -> str | None:
+    """One line for a record's ``details.node`` (``node_facts``, or an older record's hostname);
+    None when the record names no node. Two cells ran on the same machine when the labels match."""
+    if not node:
+        return None
+    if isinstance(node, dict):
+        return f"{node.get('host', '?')} (CPU flags: {node.get('cpu_flags', '?')}; GPU: {node.get('gpu', '?')})"
+    return str(node)

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from qdqbench.core.env import node_label
 from qdqbench.core.errors import QdqbenchError
 from qdqbench.core.results import (
     Metric,
@@ -224,7 +225,7 @@ class Comparison:
         machine); a cell timed on another node is a different machine, as compare treats one.
         """
         def node(r: Record) -> str:
-            return str(r.details.get("node") or "the run's own machine")
+            return node_label(r.details.get("node")) or "the run's own machine"
 
         moved = [(cd.cell, node(cd.base), node(cd.cand)) for cd in self.cells
                  if cd.kind == "latency" and cd.backend == backend and node(cd.base) != node(cd.cand)]

@@ -9,8 +9,10 @@ scheme's variant, run every cell in its own error boundary) and yields each fini
 ``InProcessExecutor`` runs the groups one after another in this process (what every run does
 today). A distributed executor (one remote task per group, e.g. Ray) implements the same
 ``run``: submit ``work`` for each job, stream each record back, and let the loop append it; the
-jobs and records are plain data that pickle. Workers need the run folder (artifacts) on a
-shared filesystem: engine cells read the export cell's ONNX file and the fp32 outputs.
+jobs and records are plain data that pickle. Workers need the artifacts (``run --artifacts DIR``,
+or the run folder) on a shared filesystem: engine cells read the export cell's ONNX file and the
+fp32 outputs. An executor that loses its cluster raises ``ExecutorLost``; the loop stops, keeps
+what it stored and leaves the folder resumable.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from qdqbench.config.suite import Cell
+from qdqbench.core.errors import QdqbenchError
 from qdqbench.core.results import Record
 
 
@@ -42,6 +45,11 @@ class GroupHooks:
     say: Callable[[str], None] = lambda msg: None  # a line for the console
 
 
+class ExecutorLost(QdqbenchError):
+    """The executor lost what runs the groups (a Ray cluster's connection): the run stops with
+    this one line, keeps every record already stored, and resumes with ``run --resume``."""
+
+
 class GroupWork(Protocol):
     """Runs one group; yields one record per cell of the job, in order, never raising for a cell."""
 
@@ -51,7 +59,8 @@ class GroupWork(Protocol):
 
 class Executor(Protocol):
     """Runs group jobs and yields their records to the loop as they finish (any order across
-    groups; within a group, cell order). KeyboardInterrupt propagates; the loop records it."""
+    groups; within a group, cell order). KeyboardInterrupt propagates; the loop records it;
+    ``ExecutorLost`` stops the run (resumable)."""
 
     def run(self, jobs: Sequence[GroupJob], work: GroupWork, hooks: GroupHooks) -> Iterator[Record]:
         ...

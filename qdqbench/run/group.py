@@ -65,9 +65,9 @@ def prepare_task(suite: Suite, mname: str, tname: str, say=lambda msg: None) -> 
 class GroupRun:
     """Runs the cells of one group job (``GroupWork``)."""
 
-    def __init__(self, suite: Suite, run_dir: Path):
+    def __init__(self, suite: Suite, run_dir: Path, artifacts_dir: Path | None = None):
         self.suite = suite
-        self.paths = RunPaths(Path(run_dir))
+        self.paths = RunPaths(Path(run_dir), artifacts_dir)  # artifacts_dir: --artifacts DIR/<run id>
 
     def __call__(self, job: GroupJob, hooks: GroupHooks) -> Iterator[Record]:
         """One record per cell of ``job``, in order."""

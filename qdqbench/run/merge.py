@@ -284,7 +284,7 @@ def _when(text: str | None) -> datetime | None:
 
 def _merged_info(shards: Sequence[_Shard], out_dir: Path, force: bool, notes: list[str]) -> dict[str, Any]:
     info = copy.deepcopy(shards[0].info)
-    for key in ("shard", "resumed_at"):
+    for key in ("shard", "resumed_at", "artifacts"):  # per shard (below); records name their artifacts
         info.pop(key, None)
     info["run_id"] = out_dir.name
     starts = [(w, s.info["started_at"]) for s in shards if (w := _when(s.info.get("started_at")))]
@@ -310,7 +310,8 @@ def _merged_info(shards: Sequence[_Shard], out_dir: Path, force: bool, notes: li
     info["shards"] = [
         {"run_id": s.name, "path": str(s.path), "shard": s.info.get("shard"),
          "started_at": s.info.get("started_at"), "finished_at": s.info.get("finished_at"),
-         "cells": len(s.records), "git": s.info.get("git"), "machine": s.info.get("machine")}
+         "cells": len(s.records), "git": s.info.get("git"), "machine": s.info.get("machine"),
+         "artifacts": s.info.get("artifacts")}
         for s in shards
     ]
     info["merge"] = {"merged_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -30,9 +30,9 @@ from qdqbench.core.results import (
     write_text_atomic,
 )
 from qdqbench.run.context import CellFailure, threads
-from qdqbench.run.executor import Executor, GroupHooks, GroupJob, InProcessExecutor
+from qdqbench.run.executor import Executor, ExecutorLost, GroupHooks, GroupJob, InProcessExecutor
 from qdqbench.run.group import GroupRun, now
-from qdqbench.run.paths import RESULTS, RUN_JSON, SUITE_JSON, RunPaths
+from qdqbench.run.paths import RESULTS, RUN_JSON, SUITE_JSON, RunPaths, artifacts_dir_for, check_artifacts_dir
 
 __all__ = ["CellFailure", "RESULTS", "RUN_JSON", "RunSummary", "Runner", "SUITE_JSON", "load_run_suite",
            "new_run_dir", "now", "save_atomic"]
@@ -53,15 +53,17 @@ class RunSummary:
     interrupted: bool = False
     signal: int = 2  # the signal that interrupted the run (SIGINT 2, SIGTERM 15, SIGHUP 1)
     stopped: str | None = None  # why the run stopped early: results.jsonl could not be written
+    lost: str | None = None  # why the run stopped early: the executor lost its cluster (resumable)
     notes: list[str] = field(default_factory=list)  # repairs and re-runs done before the first cell
     records: list[Record] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
-        """0 all cells ok, 3 some cell failed, 2 the store stopped the run, 128+N interrupted by signal N."""
+        """0 all cells ok, 3 some cell failed, 2 the store or a lost cluster stopped the run, 128+N
+        interrupted by signal N."""
         if self.interrupted:
             return 128 + self.signal
-        if self.stopped:
+        if self.stopped or self.lost:
             return 2
         return 3 if self.failed else 0
 
@@ -105,7 +107,8 @@ class Runner:
     def __init__(self, suite: Suite, run_dir: Path, *, suite_path: Path | None = None,
                  console=None, show_progress: bool = True, cells: list[Cell] | None = None,
                  shard: tuple[int, int] | None = None, locked: bool = False,
-                 executor: Executor | None = None, shard_source: str | None = None):
+                 executor: Executor | None = None, shard_source: str | None = None,
+                 artifacts: Path | None = None):
         self.locked = locked  # the caller already holds the run folder's lock
         self.executor = executor or InProcessExecutor()
         self.suite = suite
@@ -113,6 +116,7 @@ class Runner:
         self.shard = shard
         self.shard_source = shard_source  # argument | QDQBENCH_SHARD | kubernetes | slurm (--shard auto)
         self.run_dir = Path(run_dir)
+        self.artifacts = artifacts  # --artifacts DIR (checked); None: the run folder or what run.json names
         self.paths = RunPaths(self.run_dir)
         self.suite_path = suite_path
         self.store = ResultStore(self.paths.results)
@@ -140,6 +144,8 @@ class Runner:
             "shard": ({"index": self.shard[0], "count": self.shard[1], "source": self.shard_source or "argument"}
                       if self.shard else None),
             "cells": len(self.cells),
+            # --artifacts: where this run's artifacts live (None: <run>/artifacts); resume reads it.
+            "artifacts": str(self.paths.artifacts_dir) if self.paths.artifacts_dir is not None else None,
             **environment(),
         }
         if (self.paths.run_json).exists():
@@ -186,8 +192,33 @@ class Runner:
         with RunLock(self.run_dir):
             return self._run_locked()
 
+    def _artifacts_dir(self) -> Path | None:
+        """Where this run's artifacts live: ``--artifacts DIR/<run id>``, or what a resumed run
+        folder's run.json names (then checked reachable and writable again), or None (the run folder)."""
+        stored = None
+        if self.paths.run_json.exists():
+            try:
+                stored = load_run_info(self.run_dir).get("artifacts")
+            except QdqbenchError:
+                stored = None  # a damaged run.json is noted and rewritten later
+        if self.artifacts is not None:
+            wanted = artifacts_dir_for(check_artifacts_dir(self.artifacts), self.run_dir.name)
+            if stored and Path(stored) != wanted:
+                raise QdqbenchError(f"--artifacts {self.artifacts}: {self.run_dir} keeps its artifacts in "
+                                    f"{stored}; resume it without --artifacts")
+            return wanted
+        if isinstance(stored, str) and stored:
+            try:
+                check_artifacts_dir(Path(stored).parent)
+            except QdqbenchError as exc:
+                raise QdqbenchError(f"{self.run_dir}: its artifacts folder {stored} (run.json) cannot be used: "
+                                    f"{str(exc).split(': ', 1)[-1]}") from None
+            return Path(stored)
+        return None
+
     def _run_locked(self) -> RunSummary:
         started = now()
+        self.paths = RunPaths(self.run_dir, self._artifacts_dir())
         try:
             torn = self.store.repair()
             if torn is not None:
@@ -206,21 +237,29 @@ class Runner:
         pending = [c for c in cells if c.id not in done]
         jobs = group_jobs(pending, done)
         progress = self._progress(len(pending))
+        completed = False
         try:
             with progress:
                 task_id = progress.add_task("cells", total=len(pending), cell="") if progress.enabled else None
                 hooks = GroupHooks(started=lambda c: progress.update(task_id, cell=c.id), say=self._say)
-                for rec in self.executor.run(jobs, GroupRun(self.suite, self.run_dir), hooks):
+                work = GroupRun(self.suite, self.run_dir, self.paths.artifacts_dir)
+                for rec in self.executor.run(jobs, work, hooks):
                     self._finish(rec, summary)
                     progress.advance(task_id)
+            completed = True
         except KeyboardInterrupt as exc:
             summary.interrupted = True
             summary.signal = getattr(exc, "signum", 2)
         except _StoreStopped as exc:
             summary.stopped = str(exc)
+        except ExecutorLost as exc:
+            summary.lost = str(exc)
         finally:
             try:
-                state = "interrupted" if summary.interrupted else "stopped" if summary.stopped else "finished"
+                # Only a loop that ran to its end finishes the folder; anything that escaped (a bug)
+                # leaves it "stopped", so merge and resume never take it for a whole run.
+                state = ("interrupted" if summary.interrupted else "finished" if completed
+                         else "stopped")
                 self._write_run_json(started, now() if state == "finished" else None, state)
             except OSError as exc:
                 self._say(f"run.json not updated: {exc.strerror or exc}")
@@ -238,7 +277,7 @@ class Runner:
             rel, digest = rec.details.get("path"), rec.details.get("sha256")
             if rec.status != "ok" or not rel or not digest:
                 continue
-            path = self.run_dir / rel
+            path = self.paths.resolve(rel)
             if not path.is_file():
                 why = f"its artifact {rel} is missing"
             else:

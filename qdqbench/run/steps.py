@@ -179,7 +179,8 @@ def export(ctx: GroupContext, cell: Cell, variant: Lazy) -> dict[str, Any]:
     _, feeds = ctx.data.eval_inputs.batches(2)[0]
     sample = {k: torch.from_numpy(v) for k, v in feeds.items()}
     info = export_onnx(variant.get().model, ctx.onnx(cell.scheme), sample, output=ctx.data.output)
-    details: dict[str, Any] = {"path": ctx.paths.rel(info.path), "sha256": info.sha256, "op_counts": info.op_counts}
+    details: dict[str, Any] = {"path": ctx.paths.rel(info.path), "bytes": info.path.stat().st_size,
+                               "sha256": info.sha256, "op_counts": info.op_counts}
     status, error = "ok", None
     if scheme.kind == "qdq":
         # The check knows which quantizers the scheme left in float (skip patterns, groups off).
@@ -210,7 +211,7 @@ def export_peer(ctx: GroupContext, cell: Cell, scheme: SchemeSpec) -> dict[str, 
     target = ctx.onnx(cell.scheme)
     facts = build_peer_onnx(scheme.kind, scheme.peer, fp32, target, feeds,
                             torch_model=ctx.data.model, output=ctx.data.output)
-    details = {"path": ctx.paths.rel(target), "sha256": facts.get("sha256"),
+    details = {"path": ctx.paths.rel(target), "bytes": target.stat().st_size, "sha256": facts.get("sha256"),
                "op_counts": facts.get("op_counts", {}), "peer": facts}
     metrics = [Metric(name="onnx_mb", value=round(facts.get("size_mb", 0.0), 3), unit="MB", higher_is_better=False),
                Metric(name="qdq_nodes", value=facts.get("qdq_nodes", 0), unit="nodes")]
@@ -315,6 +316,7 @@ def latency(ctx: GroupContext, cell: Cell, variant: Lazy) -> dict[str, Any]:
         stats, engine, extra = fastest_fp32(configs, stats, engine, measure)
     details = {"iterations": stats.n, "warmup_iters": stats.warmup_iters, "threads": ctx.threads,
                "method": stats.method, "wall_s": round(stats.wall_s, 3), "engine": engine.get("info", {}),
+               "inputs": ctx.paths.describe(inputs),
                **extra, "samples_ms": [round(x, 4) for x in stats.samples_ms]}
     metrics, details["resources"] = resource_metrics(engine.get("resources") or {})
     details["op_profile"] = engine.get("op_profile") or not_available("the worker reported no profile")

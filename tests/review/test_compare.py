@@ -401,3 +401,19 @@ def test_latency_from_different_nodes_is_not_comparable():
 
     (outcome,) = check_compare_gates(moved, parse_gates(["latency-mean+5%"], "compare"))
     assert outcome.checked == 0 and outcome.skipped
+
+
+def test_nodes_named_by_host_cpu_flags_and_gpu():
+    """Ray records name the node as ``core.env.node_facts``: same host but another GPU is another machine."""
+    a = {"host": "gpu-01", "cpu_flags": "avx2 avx512f", "gpu": "NVIDIA H200"}
+
+    def on(node, records):
+        return [r.model_copy(update={"details": {**r.details, "node": node}}) if r.kind == "latency" else r
+                for r in records]
+
+    same = build_comparison(on(a, base_records()), info("a"), on(dict(a), base_records()), info("b"))
+    assert same.incomparable_backends == {}
+    moved = build_comparison(on(a, base_records()), info("a"), on({**a, "gpu": "none"}, base_records()), info("b"))
+    reason = moved.latency_incomparable("onnxruntime")
+    assert reason is not None and "different nodes" in reason
+    assert "gpu-01 (CPU flags: avx2 avx512f; GPU: NVIDIA H200) vs gpu-01 (CPU flags: avx2 avx512f; GPU: none)" in reason
