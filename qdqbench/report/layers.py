@@ -139,12 +139,15 @@ def amax_table(
     return AmaxTable(anchor, model, task, scheme, path, columns, tuple(rows))
 
 
-def load_amax(run_dir: Path, rel: str) -> tuple[Mapping[str, Any] | None, str | None]:
-    """Read an ``amax.json`` under ``run_dir``; (mapping, None) or (None, one-line problem)."""
+def load_amax(run_dir: Path, rel: str, artifacts: Sequence[Path] = ()) -> tuple[Mapping[str, Any] | None, str | None]:
+    """Read an ``amax.json`` under ``run_dir`` (or under one of ``artifacts``, the folders a ``run
+    --artifacts DIR`` recorded in run.json); (mapping, None) or (None, one-line problem)."""
     root = Path(run_dir).resolve()
     path = (root / rel).resolve()
-    if root != path and root not in path.parents:
-        return None, f"{rel}: outside the run folder, not read"
+    roots = [root, *(Path(a).resolve() for a in artifacts)]
+    if not any(r == path or r in path.parents for r in roots):
+        where = "the run folder and its artifacts folder" if artifacts else "the run folder"
+        return None, f"{rel}: outside {where}, not read"
     if not path.is_file():
         return None, f"{rel}: not found"
     try:
@@ -156,8 +159,10 @@ def load_amax(run_dir: Path, rel: str) -> tuple[Mapping[str, Any] | None, str | 
     return data, None
 
 
-def amax_tables(records: Sequence[Record], run_dir: Path | None) -> list[AmaxTable]:
-    """One table per model × task × scheme whose accuracy record names an ``amax.json``."""
+def amax_tables(records: Sequence[Record], run_dir: Path | None,
+                artifacts: Sequence[Path] = ()) -> list[AmaxTable]:
+    """One table per model × task × scheme whose accuracy record names an ``amax.json`` (read
+    under the run folder, or under ``artifacts``: the run's ``--artifacts`` folders)."""
     if run_dir is None:
         return []
     anchors = Anchors()
@@ -169,7 +174,7 @@ def amax_tables(records: Sequence[Record], run_dir: Path | None) -> list[AmaxTab
         if not isinstance(rel, str) or not rel or key in seen:
             continue
         seen.add(key)
-        data, problem = load_amax(run_dir, rel)
+        data, problem = load_amax(run_dir, rel, artifacts)
         anchor = anchors(r.model, r.task, r.scheme)
         if data is None:
             tables.append(AmaxTable(anchor, r.model, r.task, r.scheme, rel, (), (), problem))

@@ -502,6 +502,14 @@ def run_warnings(info: Mapping[str, Any], skipped: Sequence[SkippedLine] = ()) -
     return out
 
 
+def _artifacts_folders(info: Mapping[str, Any]) -> list[Path]:
+    """The ``--artifacts`` folders a run recorded in run.json (its own, and each merged shard's)."""
+    shards = info.get("shards")
+    found = [info.get("artifacts"), *(s.get("artifacts") for s in shards if isinstance(s, Mapping))] \
+        if isinstance(shards, list) else [info.get("artifacts")]
+    return [Path(a) for a in found if isinstance(a, str) and a]
+
+
 def build_report(
     records: Iterable[Record],
     run_info: Mapping[str, Any] | None = None,
@@ -582,7 +590,7 @@ def build_report(
         peers=tuple(views.peer_comparisons(accuracy, latency, pair_anchor)),
         calibrators=tuple(views.calibrator_charts(accuracy, details, pair_anchor)),
         pareto=tuple(views.pareto_charts(accuracy, latency, pair_anchor)),
-        amax=tuple(layers.amax_tables(ok, run_dir)),
+        amax=tuple(layers.amax_tables(ok, run_dir, _artifacts_folders(info))),
         sensitivity=tuple(layers.sensitivity_views(ok)),
         traces=tuple(layers.recipe_traces(ok)),
         mlperf_style=tuple(views.mlperf_style_rows(latency)),

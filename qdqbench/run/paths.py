@@ -72,7 +72,7 @@ class RunPaths:
 
     def gemm_floor(self) -> Path:
         """One-MatMul models, inputs and timings of the GEMM floor (``timing.floor``), per run."""
-        return self.root / "artifacts" / "gemm-floor"
+        return self.artifacts_root / "gemm-floor"
 
     def rel(self, path: Path) -> str:
         """``path`` as records store it: relative to the run folder when inside it, else absolute."""

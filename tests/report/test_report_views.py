@@ -540,3 +540,22 @@ def test_a_quantizer_outside_the_run_folder_is_not_read(tmp_path):
     recs[2] = acc("int8-max", "qdq", "torch", 0.9050, details=cal("max", amax="../../etc/passwd"))
     report = build_report(recs, RUN_INFO, run_dir=make_run(tmp_path, recs))
     assert report.amax[0].problem == "../../etc/passwd: outside the run folder, not read"
+
+
+def test_amax_under_the_runs_artifacts_folder_is_read_and_elsewhere_is_not(tmp_path):
+    # `run --artifacts DIR` stores artifacts outside the run folder and names the folder in
+    # run.json: the report reads amax.json there, and still nowhere else.
+    shared = tmp_path / "shared" / "r1"
+    write_json_atomic(shared / "m" / "amax.json", AMAX)
+    recs = records()
+    recs[2] = acc("int8-max", "qdq", "torch", 0.9050, details=cal("max", amax=str(shared / "m" / "amax.json")))
+    run_dir = make_run(tmp_path, recs, amax=None)
+    info = {**RUN_INFO, "artifacts": str(shared)}
+    assert build_report(recs, info, run_dir=run_dir).amax[0].problem is None
+    assert build_report(recs, RUN_INFO, run_dir=run_dir).amax[0].problem.endswith(
+        "outside the run folder, not read")
+    merged = {**RUN_INFO, "shards": [{"artifacts": str(shared)}]}
+    assert build_report(recs, merged, run_dir=run_dir).amax[0].problem is None
+    recs[2] = acc("int8-max", "qdq", "torch", 0.9050, details=cal("max", amax=str(tmp_path / "elsewhere.json")))
+    assert build_report(recs, info, run_dir=run_dir).amax[0].problem.endswith(
+        "outside the run folder and its artifacts folder, not read")
