@@ -1407,7 +1407,7 @@ def _diff(a: float | None, b: float | None) -> float | None:
 
 
 __all__ = [
-    "Part", "find_parts", "pattern_matches", "patterns_for", "enabled_quantizers",
+    "Part", "find_parts", "quantizer_parts", "GRANULARITIES", "pattern_matches", "patterns_for", "enabled_quantizers",
     "Budget", "Proxy", "logits_sqnr_proxy", "outputs_fn", "MeetsBound",
     "PartSensitivity", "SensitivityResult", "sensitivity", "SENSITIVITY_MODES",
     "PartialResult", "greedy_partial", "MINIMALITY_NOTE",
