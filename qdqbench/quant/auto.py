@@ -3,14 +3,18 @@
 The paper's workflow, as a library the runner drives with callbacks (so it knows nothing of tasks,
 data or engines):
 
-1. calibrate with several methods and keep the best (``auto_recipe``'s first stage);
+1. calibrate with several methods and keep the best (``auto_recipe``'s first stage); then, on
+   the full INT8 graph still, weights on a narrower grid (7 bits) and each activation group with
+   its own calibrator (ranges mixed from the calibrations already made);
 2. ``sensitivity``: score the model with one *part* quantized alone and with one part left in
    float alone, for every part — a part is the quantizers of one placement group in one layer
-   (``layer.3.linear``, ``layer.3.matmul``, ``layer.3.residual``) or of a whole group
-   (``all.linear``) — and rank the parts, most harmful first;
+   (``layer.3.linear``, ``layer.3.matmul``, ``layer.3.residual``), of a whole group
+   (``all.linear``), or one quantizer (``quantizer_parts``: ``layer.3.output.dense.input``) —
+   and rank the parts, most harmful first;
 3. ``greedy_partial``: leave parts in float, most harmful first, until the bound is met, then
    drop every float part that is not needed (a 1-minimal float set, not a global minimum);
-4. QAT (``qdqbench.quant.qat.finetune``, through the ``qat_fn`` callback).
+4. QAT (``qdqbench.quant.qat.finetune``, through the ``qat_fn`` callback);
+5. residual-add Q/DQ: each passing structure once more without it, the engine's timing decides.
 
 ``auto_recipe`` runs these within a budget and returns the *fastest* candidate that meets the
 bound, not the first: a full-INT8 variant (any calibrator, or QAT) before a partial one, and among
