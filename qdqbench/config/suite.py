@@ -41,6 +41,7 @@ from qdqbench.quant.registry import (
     GROUPS,
     MAX_BITS,
     MIN_BITS,
+    check_bits,
     parse_calibrator,
 )
 
@@ -183,6 +184,19 @@ class AutoSpec(_Strict):
     # Passing Q/DQ structures are timed this many times, interleaved (round-robin), before the
     # fastest median is chosen; a difference inside the rounds' spread is a tie (fewer float parts win).
     timing_rounds: int = Field(3, ge=1, le=20)
+    # The search space beyond the calibrators (README, "recipe: auto"). What sensitivity and partial
+    # quantization work on: every Q/DQ quantizer alone ("quantizer", the paper's granularity) or
+    # layer × group ("part": coarser, fewer proxy evaluations).
+    granularity: Literal["quantizer", "part"] = "quantizer"
+    # Narrower weight grids tried on the best full-INT8 variant when none passes (7: ONNX Runtime's
+    # reduce_range; activations keep ``bits``); [] tries none.
+    weight_bits: list[int] = Field(default_factory=lambda: [7])
+    # Each activation group (linear inputs, matmul inputs, residual inputs) with its own calibrator,
+    # the one that scores best on the selection data (weights are always max-calibrated).
+    group_calibrators: bool = True
+    # "measure": each passing variant with residual-add Q/DQ is also tried without it, and the
+    # target engine's timing decides (a tie keeps it); "keep": never tried without.
+    residual: Literal["measure", "keep"] = "measure"
 
     @model_validator(mode="before")
     @classmethod
@@ -196,6 +210,13 @@ class AutoSpec(_Strict):
             data = dict(data)
             data["selection"] = {"source": "train", "examples": data.pop("selection_examples")}
         return data
+
+    @field_validator("weight_bits")
+    @classmethod
+    def _bit_range(cls, v: list[int]) -> list[int]:
+        for b in v:
+            check_bits(b, "auto.weight_bits")  # one line naming the setting and the range
+        return v
 
     @field_validator("calibrators")
     @classmethod

@@ -3,14 +3,18 @@
 The paper's workflow, as a library the runner drives with callbacks (so it knows nothing of tasks,
 data or engines):
 
-1. calibrate with several methods and keep the best (``auto_recipe``'s first stage);
+1. calibrate with several methods and keep the best (``auto_recipe``'s first stage); then, on
+   the full INT8 graph still, weights on a narrower grid (7 bits) and each activation group with
+   its own calibrator (ranges mixed from the calibrations already made);
 2. ``sensitivity``: score the model with one *part* quantized alone and with one part left in
    float alone, for every part — a part is the quantizers of one placement group in one layer
-   (``layer.3.linear``, ``layer.3.matmul``, ``layer.3.residual``) or of a whole group
-   (``all.linear``) — and rank the parts, most harmful first;
+   (``layer.3.linear``, ``layer.3.matmul``, ``layer.3.residual``), of a whole group
+   (``all.linear``), or one quantizer (``quantizer_parts``: ``layer.3.output.dense.input``) —
+   and rank the parts, most harmful first;
 3. ``greedy_partial``: leave parts in float, most harmful first, until the bound is met, then
    drop every float part that is not needed (a 1-minimal float set, not a global minimum);
-4. QAT (``qdqbench.quant.qat.finetune``, through the ``qat_fn`` callback).
+4. QAT (``qdqbench.quant.qat.finetune``, through the ``qat_fn`` callback);
+5. residual-add Q/DQ: each passing structure once more without it, the engine's timing decides.
 
 ``auto_recipe`` runs these within a budget and returns the *fastest* candidate that meets the
 bound, not the first: a full-INT8 variant (any calibrator, or QAT) before a partial one, and among
@@ -59,10 +63,13 @@ from qdqbench.quant.registry import (
     DEFAULT_AUTO_CALIBRATORS,
     GROUPS,
     calibrator_entry,
+    check_bits,
     parse_calibrator,
 )
 
 SENSITIVITY_MODES = ("both", "quantize_one", "float_one")
+# What sensitivity and partial quantization work on: layer × group parts, or every quantizer alone.
+GRANULARITIES = ("part", "quantizer")
 # Leaf names of each group's quantizers, as fnmatch globs (qdqbert's naming).
 _GROUP_GLOBS = {"linear": ("input_quantizer", "weight_quantizer"), "matmul": ("matmul_*_quantizer",),
                 "residual": ("add_*_quantizer",)}
@@ -81,8 +88,8 @@ class AutoQuantError(QdqbenchError):
 class Part:
     """A set of quantizers that is quantized or left in float together."""
 
-    name: str  # "layer.3.linear", or "all.linear" for the whole group
-    kind: str  # "layer" or "group"
+    name: str  # "layer.3.linear", "all.linear" for the whole group, "layer.3.output.dense.input" for one quantizer
+    kind: str  # "layer", "group" or "quantizer"
     group: str
     layer: int | None
     quantizers: frozenset[str]
@@ -94,8 +101,10 @@ class Part:
                 "quantizers": len(self.quantizers), "patterns": list(self.patterns)}
 
 
-def find_parts(model: nn.Module, *, per_layer: bool = True, per_group: bool = True) -> list[Part]:
-    """Parts of a QDQBERT variant from its enabled quantizers: each layer × group, each whole group.
+def find_parts(model: nn.Module, *, per_layer: bool = True, per_group: bool = True,
+               per_quantizer: bool = False) -> list[Part]:
+    """Parts of a QDQBERT variant from its enabled quantizers: each layer × group, each whole group,
+    and (``per_quantizer``) each quantizer alone (``quantizer_parts``).
 
     Quantizers outside the encoder's layers (none in qdqbert's placement) form ``other.<group>``.
     """
@@ -125,6 +134,28 @@ def find_parts(model: nn.Module, *, per_layer: bool = True, per_group: bool = Tr
                 globs = [f"*.{g}" for g in _GROUP_GLOBS[group]]
                 parts.append(Part(f"all.{group}", "group", group, None, frozenset(members),
                                   _patterns(globs, members, all_names, disabled)))
+    if per_quantizer:
+        parts.extend(quantizer_parts(model))
+    return parts
+
+
+def quantizer_parts(model: nn.Module) -> list[Part]:
+    """One part per enabled quantizer — a linear's input, a linear's weight, each attention matmul
+    input, each residual-add input — in model order (the paper's per-layer granularity: every Q/DQ
+    on its own). Named ``layer.<i>.<path in the layer>`` without ``_quantizer``
+    (``layer.1.output.dense.input``); the pattern is the quantizer's full name, which disables it alone.
+    """
+    enabled = [name for name, q in quantizers(model) if q.mode != "disabled"]
+    if not enabled:
+        raise ValueError(f"{type(model).__name__} has no enabled quantizer: nothing to analyse")
+    names = {id(m): n for n, m in model.named_modules()}
+    prefixes = [names[id(layer)] for layer in encoder_layers(model)]
+    parts = []
+    for qname in enabled:
+        layer = next((i for i, p in enumerate(prefixes) if qname.startswith(p + ".")), None)
+        short = qname.removesuffix("_quantizer")
+        short = f"layer.{layer}.{short[len(prefixes[layer]) + 1:]}" if layer is not None else f"other.{short}"
+        parts.append(Part(short, "quantizer", quantizer_group(qname), layer, frozenset({qname}), (qname,)))
     return parts
 
 
@@ -785,6 +816,15 @@ class _Candidate:
     seconds: float = 0.0
     error: str | None = None
     evidence: dict[str, Any] = field(default_factory=dict)  # BoundCheck.evidence(): rule, drop interval
+    label: str = ""  # how it was built, without the stage: "max", "max:w7", "max:w7:linear=mse"
+    group_calibrators: dict[str, str] | None = None  # activation group -> calibrator, where not ``calibrator``
+    amax: dict[str, torch.Tensor] | None = None  # activation amaxes of a PTQ calibration (for group mixes)
+    key: frozenset[str] | None = None  # the Q/DQ structure: quantizers in INT8 (set when recorded)
+    structure: dict[str, Any] | None = None  # what the trace says of it (_structure_record)
+    timing: dict[str, Any] | None = None  # the latency rounds of its structure, when timed
+
+    def __post_init__(self) -> None:
+        self.label = self.label or self.calibrator
 
     @property
     def float_quantizers(self) -> frozenset[str]:
@@ -792,10 +832,11 @@ class _Candidate:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "stage": self.stage, "calibrator": self.calibrator,
+                "group_calibrators": self.group_calibrators,
                 "float_parts": [p.name for p in self.float_parts], "patterns": list(patterns_for(self.float_parts)),
-                "float_quantizers": len(self.float_quantizers), "qat": self.qat, "value": _num(self.value),
-                "passed": self.passed, **self.evidence, "latency": _num(self.latency),
-                "latency_source": self.latency_source, "evaluations": self.evaluations,
+                "float_quantizers": len(self.float_quantizers), "qat": self.qat, "structure": self.structure,
+                "value": _num(self.value), "passed": self.passed, **self.evidence, "latency": _num(self.latency),
+                "latency_source": self.latency_source, "timing": self.timing, "evaluations": self.evaluations,
                 "seconds": round(self.seconds, 3), "error": self.error}
 
 
@@ -823,6 +864,8 @@ class RecipeResult:
     float_part_costs: dict[str, Any] | None = None
     # The round-robin timing of the passing structures that decided the choice (auto_timing).
     timing: dict[str, Any] | None = None
+    # The search's settings and choices beyond the trace: part granularity, per-group calibrators.
+    search_space: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Everything but the model, JSON-able, for the result record."""
@@ -831,7 +874,7 @@ class RecipeResult:
                 "description": self.description, "selection": self.selection, "trace": self.trace,
                 "sensitivity": self.sensitivity, "partial": self.partial, "budget": self.budget,
                 "stop_reason": self.stop_reason, "notes": self.notes, "float_part_costs": self.float_part_costs,
-                "timing": self.timing}
+                "timing": self.timing, "search_space": self.search_space}
 
 
 def auto_recipe(
@@ -848,17 +891,31 @@ def auto_recipe(
     sensitivity_mode: str = "both",
     progress: Callable[[str], None] | None = None,
     timing_rounds: int = 1,
+    granularity: str = "part",
+    weight_bits: Sequence[int] = (),
+    group_calibrators: bool = False,
+    residual_by_speed: bool = False,
 ) -> RecipeResult:
     """Calibrators, then partial quantization, then QAT; return the fastest variant that passes.
 
     Stages (each only while the budget lasts; at least one candidate is always evaluated):
       ptq      every calibrator, full INT8 (the scheme's own skips stay float);
-      partial  if no full-INT8 variant passed: sensitivity on the best-valued calibration
-               (``score_fn``, or ``meets_bound``'s value), then ``greedy_partial``;
+      weight-bits  if none passed: the best calibration with its weights at each of ``weight_bits``
+               (7: ONNX Runtime's reduce_range; activations keep their bits);
+      group-calibrators  if none passed and ``group_calibrators``: on the best full-INT8 variant so
+               far, each activation group's quantizers take each other calibrator's ranges in turn
+               (group × calibrator, scored on the selection data); then every group with the
+               calibrator that scored best for it (kept only where it beat the base strictly);
+      partial  if no full-INT8 variant passed: sensitivity on the best-valued full-INT8 variant
+               (``score_fn``, or ``meets_bound``'s value), then ``greedy_partial``; its parts are
+               layer × group (``granularity="part"``) or every quantizer alone (``"quantizer"``);
       qat      if no full-INT8 variant passed: ``qat_fn`` on a copy of the best calibration;
                skipped when a partial variant passed and measured latency says the full-INT8
                structure is not faster than it;
-      qat+partial  if nothing passed yet: ``greedy_partial`` on the QAT model (same ranking).
+      qat+partial  if nothing passed yet: ``greedy_partial`` on the QAT model (same ranking);
+      no-residual  with ``residual_by_speed`` and a ``latency_fn``: each passing Q/DQ structure once
+               more with every residual-add Q/DQ in float; when it passes too, timing decides
+               (a tie keeps the residual Q/DQ: fewer float parts).
     Search order assumes that a variant with more parts in INT8 is not slower (so a passing
     full-INT8 variant ends the search). The choice among passing candidates is by ``latency_fn``
     (one number per Q/DQ structure and call: variants that differ only in scales or weights share
@@ -869,22 +926,33 @@ def auto_recipe(
     says which. Nothing passing: the highest value, with ``gap`` = ``threshold`` − value
     (``threshold`` defaults to ``meets_bound.threshold`` when it has one).
     """
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"unknown granularity '{granularity}' (one of {', '.join(GRANULARITIES)})")
+    widths = [check_bits(b, "weight_bits") for b in weight_bits]
     search = _Search(calibrate, meets_bound, latency_fn=latency_fn, qat_fn=qat_fn,
                      budget=(budget if budget is not None else Budget()).start(),
-                     say=progress or (lambda msg: None), timing_rounds=timing_rounds)
+                     say=progress or (lambda msg: None), timing_rounds=timing_rounds, granularity=granularity)
     specs = [CalibratorSpec.parse(s) for s in calibrators]
     if not specs:
         raise ValueError("auto_recipe needs at least one calibrator")
     ptq = search.calibrators(specs)
-    if any(c.passed for c in ptq):
-        search.stop_reason = "a full-INT8 calibration passed; partial and QAT variants cannot be faster"
+    full = list(ptq)
+    if not any(c.passed for c in full) and widths:
+        full += search.weight_widths(_best(full), widths)
+    if not any(c.passed for c in full) and group_calibrators:
+        full += search.group_calibrators(_best(full), ptq)
+    if any(c.passed for c in full):
+        search.stop_reason = ("a full-INT8 variant passed; partial and QAT variants cannot be faster "
+                              "(their Q/DQ structure has the same or fewer INT8 parts)")
     else:
-        base = max(ptq, key=lambda c: _finite(c.value))
+        base = _best(full)
         if partial and search.can_evaluate():
             search.partial(base, score_fn, sensitivity_mode)
         search.qat(base, partial)
         if not search.stop_reason:
             search.stop_reason = search.budget.reason() or "search finished"
+    if residual_by_speed:
+        search.residual_twins()
     threshold = threshold if threshold is not None else getattr(meets_bound, "threshold", None)
     return search.result(threshold)
 
@@ -893,9 +961,10 @@ class _Search:
     """The state of one ``auto_recipe`` run: candidates, latency measurements, notes; one method per stage."""
 
     def __init__(self, calibrate, meets_bound, *, latency_fn, qat_fn, budget: Budget, say,
-                 timing_rounds: int = 1) -> None:
+                 timing_rounds: int = 1, granularity: str = "part") -> None:
         if timing_rounds < 1:
             raise ValueError(f"timing_rounds must be >= 1, got {timing_rounds}")
+        self.granularity = granularity
         self.calibrate, self.meets_bound = calibrate, meets_bound
         self.timing_rounds = timing_rounds
         self.rounds: dict[frozenset[str], list[float | None]] = {}  # latency rounds per Q/DQ structure
@@ -906,6 +975,7 @@ class _Search:
         self.stop_reason = ""
         self.sens: SensitivityResult | None = None
         self.part_result: PartialResult | None = None
+        self.group_choice: dict[str, Any] | None = None
 
     # -- bookkeeping
 
@@ -929,6 +999,9 @@ class _Search:
         """Add an evaluated candidate (a passing one is timed)."""
         if check is not None:
             c.passed, c.value, c.evidence = check.passed, check.value, check.evidence()
+        if c.model is not None:
+            c.key = self.structure(c)
+            c.structure = _structure_record(c, c.key)
         if c.passed:
             self.measure(c)
         self.candidates.append(c)
@@ -954,30 +1027,141 @@ class _Search:
                 continue
             check = _evaluate(self.meets_bound, model, self.budget)
             ptq.append(self.record(_Candidate(f"ptq:{spec.name}", "ptq", spec.name, model, evaluations=1,
-                                              seconds=time.perf_counter() - t0), check))
+                                              seconds=time.perf_counter() - t0, amax=_activation_amax(model)),
+                                   check))
             _keep_models(self.candidates)
         if not ptq:
             errors = "; ".join(f"{c.name}: {c.error}" for c in self.candidates if c.error)
             raise AutoQuantError(f"auto recipe: no calibrator produced a model ({errors})")
         return ptq
 
+    def weight_widths(self, base: _Candidate, widths: Sequence[int]) -> list[_Candidate]:
+        """Stage 1b: ``base`` with its weights on each narrower grid; activations unchanged.
+
+        Weight ranges come from the parameters, never from data, and calibration runs the weights
+        in float, so this is the model ``QDQSettings(weight_bits=w)`` calibrates to.
+        """
+        out: list[_Candidate] = []
+        for bits in widths:
+            if _weight_bits(base.model) == {bits}:
+                continue
+            if not self.can_evaluate():
+                self.stop_reason = self.budget.reason()
+                break
+            t0 = time.perf_counter()
+            model = _with_weight_bits(base.model, bits)
+            check = _evaluate(self.meets_bound, model, self.budget)
+            out.append(self.record(_Candidate(f"{base.name}:w{bits}", "weight-bits", base.calibrator, model,
+                                              label=f"{base.label}:w{bits}", evaluations=1, amax=base.amax,
+                                              group_calibrators=base.group_calibrators,
+                                              seconds=time.perf_counter() - t0), check))
+            _keep_models(self.candidates, keep=base)
+        return out
+
+    def group_calibrators(self, base: _Candidate, ptq: list[_Candidate]) -> list[_Candidate]:
+        """Stage 1c: each activation group's best calibrator, by the selection-data score.
+
+        On ``base`` (the best full-INT8 variant), each group's quantizers take each other
+        calibrator's ranges in turn — a calibration runs every quantizer as an identity, so a
+        quantizer's range depends only on its own calibrator, and mixing ranges is calibrating each
+        group with its own method. A group keeps the calibrator that scored strictly best for it
+        (ties keep the base's); when two or more groups changed, the combination is one more
+        candidate. Weights stay max-calibrated (their range is max |w| per channel).
+        """
+        sources = {c.calibrator: c.amax for c in ptq if c.amax is not None and c.calibrator != base.calibrator}
+        groups = [g for g in GROUPS if any(not q.is_weight and q.mode != "disabled" and quantizer_group(n) == g
+                                           for n, q in quantizers(base.model))]
+        out: list[_Candidate] = []
+        if not sources or not groups:
+            self.notes.append("per-group calibrators not tried: " + ("a single calibrator built" if not sources
+                                                                      else "no activation quantizer"))
+            return out
+        best = {g: (base.value, base.calibrator) for g in groups}
+        for g in groups:
+            for cal in sources:
+                if not self.can_evaluate():
+                    self.stop_reason = self.budget.reason()
+                    break
+                c = self.mixed(base, {g: cal}, sources)
+                out.append(c)
+                if _finite(c.value) > _finite(best[g][0]):
+                    best[g] = (c.value, cal)
+        choice = {g: cal for g, (_, cal) in best.items() if cal != base.calibrator}
+        self.group_choice = {"base": base.name, "by_group": {g: {"calibrator": cal, "value": _num(v)}
+                                                             for g, (v, cal) in best.items()}}
+        if len(choice) >= 2 and self.can_evaluate():
+            out.append(self.mixed(base, choice, sources))
+        return out
+
+    def mixed(self, base: _Candidate, mix: dict[str, str], sources: dict[str, dict[str, torch.Tensor]]) -> _Candidate:
+        """``base`` with the activation quantizers of each group in ``mix`` on that calibrator's ranges."""
+        t0 = time.perf_counter()
+        model = copy.deepcopy(base.model)
+        with torch.no_grad():
+            for name, q in quantizers(model):
+                cal = mix.get(quantizer_group(name))
+                if cal is not None and not q.is_weight and q.mode != "disabled":
+                    q.amax.copy_(sources[cal][name])
+                    q.calib_method = CalibratorSpec.parse(cal).method
+        check = _evaluate(self.meets_bound, model, self.budget)
+        label = f"{base.label}:" + ",".join(f"{g}={cal}" for g, cal in mix.items())
+        c = self.record(_Candidate(f"ptq:{label}", "group-calibrators", base.calibrator, model, label=label,
+                                   evaluations=1, group_calibrators={**(base.group_calibrators or {}), **mix},
+                                   seconds=time.perf_counter() - t0), check)
+        _keep_models(self.candidates, keep=base)
+        return c
+
+    def residual_twins(self) -> None:
+        """Each passing Q/DQ structure with residual-add Q/DQ, once more with all of it in float.
+
+        Whether residual Q/DQ pays depends on the engine and the CPU (ONNX Runtime on a VNNI CPU
+        runs BERT faster with it, on AVX2 slower), so no preset decides: a twin that also passes
+        goes into the timing like every passing candidate, and a tie keeps the residual Q/DQ.
+        """
+        if self.latency_fn is None:
+            self.notes.append("residual-add Q/DQ kept without a measurement: no latency_fn")
+            return
+        best: dict[frozenset[str], _Candidate] = {}
+        for c in self.candidates:
+            if c.passed and c.model is not None and c.key is not None and (
+                    c.key not in best or _finite(c.value) > _finite(best[c.key].value)):
+                best[c.key] = c
+        seen = {c.key for c in self.candidates if c.key is not None}
+        for key, c in best.items():
+            residual = [p for p in find_parts(c.model, per_layer=False) if p.group == "residual"]
+            if not residual or not residual[0].quantizers & key or key - residual[0].quantizers in seen:
+                continue
+            if not self.can_evaluate():
+                self.stop_reason = self.budget.reason()
+                break
+            t0 = time.perf_counter()
+            parts = [*c.float_parts, residual[0]]
+            with _float(c.model, frozenset(n for p in parts for n in p.quantizers)):
+                check = _evaluate(self.meets_bound, c.model, self.budget)
+            self.record(_Candidate(f"{c.name}:no-residual", "no-residual", c.calibrator, c.model, parts, c.qat,
+                                   label=c.label, group_calibrators=c.group_calibrators, evaluations=1,
+                                   seconds=time.perf_counter() - t0), check)
+
     def partial(self, base: _Candidate, score_fn, sensitivity_mode: str) -> None:
         """Stage 2: sensitivity on the best calibration, then the greedy float set."""
-        self.say(f"sensitivity on {base.name}")
+        self.say(f"sensitivity on {base.name} ({self.granularity} granularity)")
         proxy = score_fn if score_fn is not None else Proxy(
             "task metric (meets_bound value)", lambda m: self.meets_bound(m)[1])
-        self.sens = sensitivity(base.model, None, proxy, mode=sensitivity_mode, budget=self.budget,
+        parts = quantizer_parts(base.model) if self.granularity == "quantizer" else None
+        self.sens = sensitivity(base.model, parts, proxy, mode=sensitivity_mode, budget=self.budget,
                                 count_as="proxy" if score_fn is not None else "evaluation")
-        self.part_result = self.greedy(base.model, "partial", base.calibrator, None)
+        self.part_result = self.greedy(base, base.model, "partial", None)
 
-    def greedy(self, model: nn.Module, stage: str, calibrator: str, qat: dict | None) -> PartialResult:
+    def greedy(self, base: _Candidate, model: nn.Module, stage: str, qat: dict | None) -> PartialResult:
         """``greedy_partial`` on ``model`` with the sensitivity ranking; every evaluation is a candidate."""
         def seen(parts: list[Part], check: BoundCheck, secs: float) -> None:
-            name = f"{stage}:{calibrator}:" + "+".join(p.name for p in parts)
-            self.record(_Candidate(name, stage, calibrator, model, list(parts), qat, evaluations=1, seconds=secs),
-                        check)
+            name = f"{stage}:{base.label}:" + "+".join(p.name for p in parts)
+            self.record(_Candidate(name, stage, base.calibrator, model, list(parts), qat, label=base.label,
+                                   group_calibrators=base.group_calibrators, evaluations=1, seconds=secs), check)
         assert self.sens is not None
-        return greedy_partial(model, self.sens, self.meets_bound, budget=self.budget, on_evaluation=seen)
+        kinds = ("quantizer",) if self.granularity == "quantizer" else ("layer",)
+        return greedy_partial(model, self.sens, self.meets_bound, budget=self.budget, on_evaluation=seen,
+                              kinds=kinds)
 
     def qat_not_faster(self, base: _Candidate) -> bool:
         """Whether measured latency says full INT8 (what QAT keeps) is slower than a passing partial
@@ -1036,11 +1220,12 @@ class _Search:
         info = self.qat_fn(model)
         qat_info = info.to_dict() if hasattr(info, "to_dict") else (dict(info) if info else {})
         check = _evaluate(self.meets_bound, model, self.budget)
-        qc = self.record(_Candidate(f"qat:{base.calibrator}", "qat", base.calibrator, model, qat=qat_info,
+        qc = self.record(_Candidate(f"qat:{base.label}", "qat", base.calibrator, model, qat=qat_info,
+                                    label=base.label, group_calibrators=base.group_calibrators,
                                     evaluations=1, seconds=time.perf_counter() - t0), check)
         if not any(c.passed for c in self.candidates) and partial and self.sens is not None \
                 and self.can_evaluate():
-            self.greedy(qc.model, "qat+partial", base.calibrator, qat_info)
+            self.greedy(base, qc.model, "qat+partial", qat_info)
 
     # -- the choice
 
@@ -1086,7 +1271,15 @@ class _Search:
         if chosen.float_parts:
             apply_skip_patterns(model, patterns_for(chosen.float_parts))
         gap = None if chosen.passed or threshold is None or chosen.value is None else threshold - chosen.value
+        for c in self.candidates:  # the timing evidence of each candidate's structure
+            rounds = self.rounds.get(c.key) if c.key is not None else None
+            if rounds is None and c.key in self.latency_cache:
+                rounds = [self.latency_cache[c.key][0]]
+            if rounds is not None:
+                c.timing = Timing(c.name, len(c.float_parts), len(c.float_quantizers), list(rounds)).to_dict()
         description = {"stage": chosen.stage, "calibrator": chosen.calibrator,
+                       "group_calibrators": chosen.group_calibrators,
+                       "weight_bits": (chosen.structure or {}).get("weight_bits"),
                        "float_parts": [p.name for p in chosen.float_parts],
                        "skip_patterns": list(patterns_for(chosen.float_parts)),
                        "float_quantizers": len(chosen.float_quantizers), "qat": chosen.qat}
@@ -1097,6 +1290,7 @@ class _Search:
             partial=self.part_result.to_dict() if self.part_result else None,
             budget=self.budget.to_dict() | {"latency_measurements": len(self.latency_cache)},
             stop_reason=self.stop_reason, notes=self.notes, float_part_costs=part_costs, timing=timing,
+            search_space={"granularity": self.granularity, "group_calibrators": self.group_choice},
         )
 
 
@@ -1140,15 +1334,61 @@ def _float_part_costs(chosen: _Candidate, latency_fn: Callable[[nn.Module], floa
             "delta": _num(together - full) if together is not None and full is not None else None}
 
 
-def _keep_models(candidates: list[_Candidate]) -> None:
-    """Drop PTQ models no longer needed (memory): keep the best-valued one and every passing one."""
-    ptq = [c for c in candidates if c.stage == "ptq" and c.model is not None]
+_FULL_INT8_STAGES = ("ptq", "weight-bits", "group-calibrators")
+
+
+def _keep_models(candidates: list[_Candidate], keep: _Candidate | None = None) -> None:
+    """Drop full-INT8 models no longer needed (memory): keep the best-valued one, every passing one
+    and ``keep`` (a stage's base). A PTQ candidate keeps its activation ranges (``amax``)."""
+    ptq = [c for c in candidates if c.stage in _FULL_INT8_STAGES and c.model is not None]
     if not ptq:
         return
     best = max(ptq, key=lambda c: _finite(c.value))
     for c in ptq:
-        if c is not best and not c.passed:
+        if c is not best and c is not keep and not c.passed:
             c.model = None
+
+
+def _best(candidates: list[_Candidate]) -> _Candidate:
+    """The best-valued candidate that still has its model."""
+    return max((c for c in candidates if c.model is not None), key=lambda c: _finite(c.value))
+
+
+def _activation_amax(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The calibrated ranges of the enabled activation quantizers (copies)."""
+    return {n: q.amax.detach().clone() for n, q in quantizers(model) if not q.is_weight and q.mode != "disabled"}
+
+
+def _weight_bits(model: nn.Module) -> set[int]:
+    """The widths of the enabled weight quantizers."""
+    return {q.num_bits for _, q in quantizers(model) if q.is_weight and q.mode != "disabled"}
+
+
+def _with_weight_bits(model: nn.Module, bits: int) -> nn.Module:
+    """A copy of ``model`` with every weight quantizer on a ``bits`` grid (ranges unchanged: max |w|)."""
+    out = copy.deepcopy(model)
+    for _, q in quantizers(out):
+        if q.is_weight:
+            q.num_bits = check_bits(bits, "weight_bits")
+    return out
+
+
+def _structure_record(c: _Candidate, on: frozenset[str]) -> dict[str, Any]:
+    """What the trace says of a candidate's Q/DQ structure: INT8 quantizers (per group), the bits
+    and the calibrator of each group of what is in INT8."""
+    assert c.model is not None
+    qs = dict(quantizers(c.model))
+    by_group: dict[str, int] = {}
+    for n in sorted(on):
+        by_group[quantizer_group(n)] = by_group.get(quantizer_group(n), 0) + 1
+    weight_bits = sorted({qs[n].num_bits for n in on if qs[n].is_weight})
+    act_bits = sorted({qs[n].num_bits for n in on if not qs[n].is_weight})
+    act_groups = [g for g in GROUPS if any(not qs[n].is_weight and quantizer_group(n) == g for n in on)]
+    calibrators = {"weights": "max"} if weight_bits else {}
+    calibrators.update({g: (c.group_calibrators or {}).get(g, c.calibrator) for g in act_groups})
+    return {"int8_quantizers": len(on), "float_quantizers": len(c.float_quantizers), "int8_by_group": by_group,
+            "weight_bits": weight_bits[0] if len(weight_bits) == 1 else weight_bits,
+            "activation_bits": act_bits[0] if len(act_bits) == 1 else act_bits, "calibrators": calibrators}
 
 
 # ----------------------------------------------------------------------------------- helpers
@@ -1171,7 +1411,7 @@ def _diff(a: float | None, b: float | None) -> float | None:
 
 
 __all__ = [
-    "Part", "find_parts", "pattern_matches", "patterns_for", "enabled_quantizers",
+    "Part", "find_parts", "quantizer_parts", "GRANULARITIES", "pattern_matches", "patterns_for", "enabled_quantizers",
     "Budget", "Proxy", "logits_sqnr_proxy", "outputs_fn", "MeetsBound",
     "PartSensitivity", "SensitivityResult", "sensitivity", "SENSITIVITY_MODES",
     "PartialResult", "greedy_partial", "MINIMALITY_NOTE",

@@ -248,6 +248,8 @@ def auto_recipe(ctx: GroupContext, sname: str, settings, batches, artifacts: Pat
         latency_fn=candidate_latency(ctx, auto, artifacts), qat_fn=qat_fn,
         budget=Budget(max_evaluations=auto.max_evaluations, max_seconds=auto.max_minutes * 60),
         partial=auto.partial, progress=lambda msg: ctx.say(f"  auto: {msg}"), timing_rounds=auto.timing_rounds,
+        granularity=auto.granularity, weight_bits=auto.weight_bits, group_calibrators=auto.group_calibrators,
+        residual_by_speed=auto.residual == "measure",
     )
     info = result.to_dict()
     info["selection_split"] = where["description"]

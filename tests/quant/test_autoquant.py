@@ -26,9 +26,10 @@ from qdqbench.quant.auto import (
     greedy_partial,
     logits_sqnr_proxy,
     pattern_matches,
+    quantizer_parts,
     sensitivity,
 )
-from qdqbench.quant.qdqbert import QDQSettings, apply_skip_patterns, quantize_bert
+from qdqbench.quant.qdqbert import QDQSettings, apply_skip_patterns, quantize_bert, quantizer_group
 from qdqbench.quant.quantizer import calibrating, finish_calibration, quantizers
 
 
@@ -466,3 +467,182 @@ def test_auto_times_passing_structures_round_robin_and_breaks_a_noisy_tie_by_few
     assert len(t["tied_with_fastest"]) == 2 and r.selection.startswith("lowest measured latency")
     assert r.passed and r.description["float_parts"] == []  # the tie goes to full INT8 (QAT)
     json.dumps(r.to_dict(), allow_nan=False)
+
+
+# ------------------------------------------------------------------------------ the finer search space
+
+
+def test_per_quantizer_sensitivity_covers_every_quantizer_once_and_ranks_by_measured_drop():
+    fp32 = broken(3, bad_layer=1)
+    model = calibrated(fp32)
+    x = feeds(32, 12, seed=7)
+    proxy = logits_sqnr_proxy(logits(fp32, x), lambda m: logits(m, x))
+    parts = quantizer_parts(model)
+    enabled = enabled_quantizers(model)
+    assert sorted(n for p in parts for n in p.quantizers) == sorted(enabled)  # each quantizer exactly once
+    assert len(parts) == 3 * (6 * 2 + 4 + 4) and all(p.kind == "quantizer" for p in parts)
+    for p in parts[:25]:  # each part's pattern disables that quantizer alone
+        assert part_names(model, p) == set(p.quantizers), p.name
+    assert {p.group for p in parts if "add_" in p.name} == {"residual"}
+    result = sensitivity(model, parts, proxy, mode="quantize_one")
+    assert result.evaluations == 2 + len(parts) and result.complete
+    ranked = result.parts
+    assert [s.part.name for s in ranked][0] == "layer.1.output.dense.input"
+    scores = [s.quantized_only for s in ranked]
+    assert scores == sorted(scores)  # most harmful (lowest SQNR with only it quantized) first
+    assert [s.rank for s in ranked] == list(range(1, len(parts) + 1))
+    assert find_parts(model, per_layer=False, per_group=False, per_quantizer=True) == parts
+
+
+def test_auto_partial_at_quantizer_granularity_floats_quantizers_in_sensitivity_order():
+    fp32 = broken(3, bad_layer=1)
+    x = feeds(32, 12, seed=7)
+    proxy = logits_sqnr_proxy(logits(fp32, x), lambda m: logits(m, x))
+
+    def meets_bound(m):
+        v = proxy(m)
+        return v >= 30.0, v
+
+    r = auto_recipe(Calibrations(fp32, QDQSettings(), run_calibration), meets_bound, score_fn=proxy,
+                    calibrators=("max",), threshold=30.0, budget=Budget(max_evaluations=30), granularity="quantizer")
+    assert r.passed and r.search_space["granularity"] == "quantizer"
+    ranking = [p["part"] for p in r.sensitivity["parts"]]
+    assert ranking[0] == "layer.1.output.dense.input" and len(ranking) == 60
+    assert r.budget["proxy_evaluations"] == 2 + 2 * 60  # mode both: each quantizer alone quantized and alone float
+    added = [t["part"] for t in r.partial["trace"] if t["step"] == "add"]
+    assert added == ranking[:len(added)]  # partial quantization disables quantizers in the ranking's order
+    off = {n for n, q in quantizers(r.model) if q.mode == "disabled"}
+    assert off == {f"bert.encoder.layer.1.{p.split('.', 2)[2]}_quantizer" for p in r.description["float_parts"]}
+    assert "bert.encoder.layer.1.output.dense.input_quantizer" in off
+    layer_part = {p.name: p for p in find_parts(calibrated(fp32))}["layer.1.linear"]
+    assert off < layer_part.quantizers  # finer than layer × group: part of layer 1's linears stays INT8
+    with pytest.raises(ValueError, match="granularity"):
+        auto_recipe(Calibrations(fp32, QDQSettings(), run_calibration), meets_bound, granularity="op")
+
+
+def _weights_and_activations(model):
+    w = {q.num_bits for _, q in quantizers(model) if q.is_weight and q.mode != "disabled"}
+    a = {q.num_bits for _, q in quantizers(model) if not q.is_weight and q.mode != "disabled"}
+    return w, a
+
+
+def test_auto_tries_7_bit_weights_and_builds_them_with_8_bit_activations():
+    fp32 = tiny(2)
+    x = feeds(16, 12, seed=7)
+    proxy = logits_sqnr_proxy(logits(fp32, x), lambda m: logits(m, x))
+    seen = []
+
+    def meets_bound(m):  # an engine that only accepts 7-bit weights (its int16 accumulation saturates)
+        w, a = _weights_and_activations(m)
+        seen.append((w, a))
+        return w == {7}, proxy(m)
+
+    r = auto_recipe(Calibrations(fp32, QDQSettings(), run_calibration), meets_bound, score_fn=proxy,
+                    calibrators=("max", "mse"), weight_bits=(7,), partial=False)
+    best = max((t for t in r.trace if t["stage"] == "ptq"), key=lambda t: t["value"])
+    assert [t["name"] for t in r.trace] == ["ptq:max", "ptq:mse", f"{best['name']}:w7"]
+    assert seen == [({8}, {8}), ({8}, {8}), ({7}, {8})]
+    w7 = r.trace[-1]
+    assert w7["stage"] == "weight-bits" and w7["passed"] and w7["structure"]["weight_bits"] == 7
+    assert w7["structure"]["activation_bits"] == 8 and r.trace[0]["structure"]["weight_bits"] == 8
+    assert r.passed and r.name == w7["name"] and r.description["weight_bits"] == 7
+    assert _weights_and_activations(r.model) == ({7}, {8})
+    # Activations keep the ranges of the calibration it came from; weights keep max |w| per channel.
+    ref = Calibrations(fp32, QDQSettings(), run_calibration)(best["calibrator"])
+    got = dict(quantizers(r.model))
+    for n, q in quantizers(ref):
+        assert torch.equal(q.amax, got[n].amax), n
+    assert max(q.qmax for _, q in quantizers(r.model) if q.is_weight) == 63
+    json.dumps(r.to_dict(), allow_nan=False)
+
+
+def test_auto_picks_each_groups_calibrator_by_the_selection_score_and_builds_it_as_stated():
+    fp32 = broken(2, bad_layer=1)
+    x = feeds(16, 12, seed=7)
+    proxy = logits_sqnr_proxy(logits(fp32, x), lambda m: logits(m, x))
+    cals = ("max", "percentile-99", "mse")
+    snapshots = []
+
+    def meets_bound(m):  # nothing passes: every stage runs; what each candidate was built with is kept
+        snapshots.append({n: (float(q.amax), q.calib_method) for n, q in quantizers(m)
+                          if not q.is_weight and q.mode != "disabled"})
+        return False, proxy(m)
+
+    r = auto_recipe(Calibrations(fp32, QDQSettings(), run_calibration), meets_bound, calibrators=cals,
+                    group_calibrators=True, partial=False, threshold=1e9)
+    refs = {c: dict(quantizers(Calibrations(fp32, QDQSettings(), run_calibration)(c))) for c in cals}
+    evaluated = [t for t in r.trace if t["value"] is not None]
+    assert len(evaluated) == len(snapshots)
+    base = max(evaluated[:3], key=lambda t: t["value"])
+    mixes = [t for t in evaluated if t["stage"] == "group-calibrators"]
+    singles = [t for t in mixes if len(t["group_calibrators"]) == 1]
+    assert sorted((g, c) for t in singles for g, c in t["group_calibrators"].items()) == sorted(
+        (g, c) for g in ("linear", "matmul", "residual") for c in cals if c != base["calibrator"])
+    for t in evaluated:  # every candidate's activation ranges are its stated calibrator's, group by group
+        snap = snapshots[evaluated.index(t)]
+        for n, (amax, method) in snap.items():
+            cal = t["structure"]["calibrators"][quantizer_group(n)]
+            assert amax == float(refs[cal][n].amax), (t["name"], n)
+            assert method == CalibratorSpec.parse(cal).method
+    choice = r.search_space["group_calibrators"]["by_group"]
+    for g in ("linear", "matmul", "residual"):
+        trials = [(base["value"], base["calibrator"])] + [
+            (t["value"], t["group_calibrators"][g]) for t in singles if g in t["group_calibrators"]]
+        best = max(trials, key=lambda vc: vc[0])  # ties keep the earlier (the base)
+        assert choice[g]["calibrator"] == best[1]
+    changed = {g: c["calibrator"] for g, c in choice.items() if c["calibrator"] != base["calibrator"]}
+    combined = [t for t in mixes if len(t["group_calibrators"]) > 1]
+    assert (len(combined) == 1 and combined[0]["group_calibrators"] == changed) if len(changed) > 1 else not combined
+    assert r.budget["evaluations"] == 3 + 6 + len(combined)
+    json.dumps(r.to_dict(), allow_nan=False)
+
+
+def _residual_run(residual_ms: float, noise=None):
+    """auto on a passing full-INT8 variant whose residual Q/DQ costs ``residual_ms`` on a fake engine."""
+    fake = Fake({"max": 0.95})
+    residual = fake.parts["all.residual"].quantizers
+    noise = noise or iter(lambda: 0.0, None)
+
+    def latency(m):
+        on = {n for n, q in quantizers(m) if q.mode != "disabled"}
+        return 50.0 + (residual_ms if on & residual else 0.0) + next(noise)
+
+    def meets(m):  # the fake's verdict with a drop interval, as the runner's ci-upper rule gives
+        _, value = fake.meets_bound(m)
+        return MeetsBound("accuracy", lambda _: (value, (0.0, 0.005)), baseline=0.95, bound=0.01,
+                          accept="ci-upper")(m)
+
+    r = auto_recipe(fake.calibrate, meets, calibrators=["max"], score_fn=fake.score, latency_fn=latency,
+                    residual_by_speed=True, timing_rounds=3)
+    return r, residual
+
+
+def test_residual_qdq_is_kept_or_dropped_by_the_engines_measured_speed():
+    # An engine where residual Q/DQ makes INT8 faster (ONNX Runtime on a VNNI CPU): kept.
+    kept, residual = _residual_run(-5.0)
+    assert kept.passed and kept.name == "ptq:max" and kept.description["float_parts"] == []
+    twin = next(t for t in kept.trace if t["stage"] == "no-residual")
+    assert twin["name"] == "ptq:max:no-residual" and twin["passed"] and twin["float_parts"] == ["all.residual"]
+    assert twin["structure"]["int8_by_group"].get("residual", 0) == 0
+    assert all(q.mode != "disabled" for _, q in quantizers(kept.model))
+    # An engine where it makes INT8 slower (AVX2): dropped.
+    dropped, _ = _residual_run(+5.0)
+    assert dropped.passed and dropped.name == "ptq:max:no-residual"
+    assert {n for n, q in quantizers(dropped.model) if q.mode == "disabled"} == residual
+    assert dropped.timing["chosen"] == "ptq:max:no-residual" and len(dropped.timing["structures"]) == 2
+    # A difference inside the noise is a tie: the residual Q/DQ stays (fewer float parts).
+    tie, _ = _residual_run(+0.5, iter([0.0, 2.0, -2.0, 1.0, 1.5, -1.0] * 4))
+    assert tie.name == "ptq:max" and len(tie.timing["tied_with_fastest"]) == 2
+    # The trace: each candidate's structure, drop interval, verdict and timing evidence.
+    for t in dropped.trace:
+        assert t["structure"]["int8_quantizers"] > 0 and t["rule"] == "ci-upper"
+        assert t["drop_ci_low"] == 0.0 and t["drop_ci_high"] == 0.005 and t["passed"]
+        assert len(t["timing"]["rounds"]) == 3 and t["timing"]["median"] is not None
+    json.dumps(dropped.to_dict(), allow_nan=False)
+
+
+def test_residual_qdq_stays_without_a_latency_measurement():
+    fake = Fake({"max": 0.95})
+    r = auto_recipe(fake.calibrate, fake.meets_bound, calibrators=["max"], residual_by_speed=True)
+    assert r.name == "ptq:max" and not any(t["stage"] == "no-residual" for t in r.trace)
+    assert any("residual-add Q/DQ kept without a measurement" in n for n in r.notes)
