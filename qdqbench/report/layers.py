@@ -290,6 +290,26 @@ class TraceStep:
     seconds: float | None
     chosen: bool
     error: str | None = None
+    drop: float | None = None  # on the selection data, with its paired bootstrap interval
+    drop_ci_low: float | None = None
+    drop_ci_high: float | None = None
+    structure: str | None = None  # INT8 quantizers per group, bits, calibrators (fmt_structure)
+
+
+def fmt_structure(s: Any) -> str | None:
+    """A trace entry's ``structure`` in one line: 'int8 112 (linear 72, matmul 24, residual 16);
+    w7/a8; weights max, linear mse'; None when the entry has none."""
+    if not isinstance(s, Mapping):
+        return None
+    groups = s.get("int8_by_group") if isinstance(s.get("int8_by_group"), Mapping) else {}
+    parts = [f"int8 {s.get('int8_quantizers', '?')}"
+             + (f" ({', '.join(f'{g} {n}' for g, n in groups.items())})" if groups else "")]
+    if s.get("weight_bits") is not None or s.get("activation_bits") is not None:
+        parts.append(f"w{s.get('weight_bits', '?')}/a{s.get('activation_bits', '?')}")
+    calibrators = s.get("calibrators") if isinstance(s.get("calibrators"), Mapping) else {}
+    if calibrators:
+        parts.append(", ".join(f"{g} {c}" for g, c in calibrators.items()))
+    return "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -367,6 +387,10 @@ def recipe_traces(records: Sequence[Record]) -> list[RecipeTrace]:
                     seconds=_num(t.get("seconds")),
                     chosen=chosen is not None and name == chosen,
                     error=_str(t.get("error")),
+                    drop=_num(t.get("drop")),
+                    drop_ci_low=_num(t.get("drop_ci_low")),
+                    drop_ci_high=_num(t.get("drop_ci_high")),
+                    structure=fmt_structure(t.get("structure")),
                 )
             )
         costs = recipe.get("float_part_costs")

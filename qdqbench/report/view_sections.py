@@ -47,6 +47,7 @@ from qdqbench.report.mdparts import md_escape
 from qdqbench.report.rows import (
     DASH,
     Report,
+    fmt_ci_points,
     fmt_delta_points,
     fmt_int,
     fmt_ms,
@@ -94,7 +95,7 @@ SENSITIVITY_COLUMNS = (
 
 TRACE_COLUMNS = (
     "model", "task", "scheme", "step", "name", "stage", "value", "passed", "latency_ms",
-    "evaluations", "seconds", "chosen", "error",
+    "evaluations", "seconds", "chosen", "error", "drop", "drop_ci_low", "drop_ci_high", "structure",
 )  # fmt: skip
 
 PART_COST_COLUMNS = (
@@ -499,6 +500,16 @@ def _part_cost_blocks(t) -> list:
             Table(f"partcosts-{t.anchor}", columns, rows)]
 
 
+def _fmt_drop(s) -> str:
+    """A candidate's drop on the selection data with its interval, in points ('1.20 [0.80, 1.60]')."""
+    if s.drop is None:
+        return DASH
+    shown = fmt_points(s.drop)
+    if s.drop_ci_low is not None and s.drop_ci_high is not None:
+        shown += " " + fmt_ci_points(s.drop_ci_low, s.drop_ci_high)
+    return shown
+
+
 def _trace_blocks(report: Report) -> list:
     out: list = []
     for t in report.traces:
@@ -510,12 +521,14 @@ def _trace_blocks(report: Report) -> list:
                  text(s.stage), num(fmt_score(s.value), s.value),
                  verdict(s.passed, coloured=True, md=fmt_verdict(s.passed)), num(fmt_ms(s.latency_ms), s.latency_ms),
                  num(fmt_int(s.evaluations), s.evaluations), num(fmt_sig(s.seconds), s.seconds),
-                 text(s.error, cls="error")), f"tracerow-{t.anchor}--{i}", "chosen" if s.chosen else "")
+                 Cell(_fmt_drop(s), sort=s.drop_ci_high if s.drop_ci_high is not None else s.drop, numeric=True),
+                 text(s.structure), text(s.error, cls="error")), f"tracerow-{t.anchor}--{i}",
+                "chosen" if s.chosen else "")
             for i, s in enumerate(t.steps)
         )
         columns = (Column("#", True), Column("Candidate"), Column("Stage"), Column("Value", True), Column("Passed"),
                    Column("Latency (ms)", True), Column("Evaluations", True), Column("Seconds", True),
-                   Column("Error", formats=HTML))
+                   Column("Drop [CI] (pts)", True), Column("Structure", formats=HTML), Column("Error", formats=HTML))
         facts = [f"chosen: <b>{esc(t.chosen or DASH)}</b>"]
         if t.threshold is not None:
             facts.append(f"threshold {esc(fmt_score(t.threshold))}")
@@ -573,7 +586,8 @@ def _layers_csv(report: Report) -> tuple[CsvTable, ...]:
                 "model": t.model, "task": t.task, "scheme": t.scheme, "step": i + 1, "name": s.name,
                 "stage": s.stage, "value": s.value, "passed": s.passed, "latency_ms": s.latency_ms,
                 "evaluations": s.evaluations, "seconds": s.seconds, "chosen": s.chosen,
-                "error": s.error,
+                "error": s.error, "drop": s.drop, "drop_ci_low": s.drop_ci_low,
+                "drop_ci_high": s.drop_ci_high, "structure": s.structure,
             }
             for t in report.traces
             for i, s in enumerate(t.steps)

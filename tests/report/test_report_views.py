@@ -99,7 +99,10 @@ RECIPE = {
         {"name": "max", "stage": "calibrate", "value": 0.8990, "passed": False,
          "latency_ms": 30.1, "evaluations": 1, "seconds": 2.0},
         {"name": "percentile-99.99", "stage": "calibrate", "value": 0.9062, "passed": True,
-         "latency_ms": 29.7, "evaluations": 1, "seconds": 2.1},
+         "latency_ms": 29.7, "evaluations": 1, "seconds": 2.1, "drop": 0.0045, "drop_ci_low": 0.001,
+         "drop_ci_high": 0.008, "structure": {"int8_quantizers": 60, "int8_by_group": {"linear": 36, "matmul": 24},
+                                             "weight_bits": 7, "activation_bits": 8,
+                                             "calibrators": {"weights": "max", "linear": "mse"}}},
         {"name": "entropy", "stage": "calibrate", "value": None, "passed": None,
          "latency_ms": None, "evaluations": 0, "seconds": 0.1},
     ],
@@ -478,6 +481,13 @@ def test_sensitivity_ranks_and_trace_chosen(out):
     assert table_rows(html, "partcosts-bert-sst2-int8-auto") == [["layer.2.residual", "4", "30.2", "+0.500"],
                                                                  ["layer.1.linear", "12", "29.5", "−0.200"]]
     assert "every part in INT8 29.7, as chosen 31.0" in html
+    # each candidate's drop on the selection data with its interval, and its Q/DQ structure
+    assert table_rows(html, "tracetable-bert-sst2-int8-auto")[1][8:10] == [
+        "0.45 [0.10, 0.80]", "int8 60 (linear 36, matmul 24); w7/a8; weights max, linear mse"]
+    step = csv_rows(out["recipe_trace.csv"])[1]
+    assert step["drop_ci_high"] == "0.008"
+    assert step["structure"] == "int8 60 (linear 36, matmul 24); w7/a8; weights max, linear mse"
+    assert csv_rows(out["recipe_trace.csv"])[0]["drop"] == ""
     assert "| layer.2.residual | 4 | 30.2 | +0.500 |" in md
     costs = csv_rows(out["float_part_costs.csv"])
     assert [(r["part"], r["delta_ms"], r["full_int8_ms"]) for r in costs] == [
