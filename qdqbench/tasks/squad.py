@@ -586,7 +586,8 @@ class SquadTask:
             )
             raise TaskError(
                 f"no SQuAD {canonical} data: {data_dir / _file_name(canonical)} does not exist "
-                f"(nor .zip, nor under {data_dir / 'squad'}){hint}"
+                f"(nor .zip{', nor ' + PARTIAL_TRAIN + '[.zip]' if canonical == 'train' else ''}, "
+                f"nor under {data_dir / 'squad'}){hint}"
             )
         path, member = found
         return _from_squad_json(_read_json(path, member), str(path))
