@@ -21,7 +21,8 @@ TASK = SquadTask()
 def _document(articles: int, questions: int = 2, tag: str = "a") -> dict:
     data = []
     for a in range(articles):
-        context = f"the movie {tag}{a} was great and the music was very good , i loved this story but the plot was boring"
+        context = (f"the movie {tag}{a} was great and the music was very good , i loved this story but "
+                   "the plot was boring")
         qas = [{"id": f"{tag}{a}-{q}", "question": f"what was great {q}",
                 "answers": [{"text": "the movie", "answer_start": 0}]} for q in range(questions)]
         data.append({"title": f"T{a}", "paragraphs": [{"context": context, "qas": qas}]})
