@@ -176,3 +176,41 @@ def test_a_classification_checkpoint_is_refused_for_squad(shared_path):
         load_model(ResolvedModel("minilm-l6-sst2", folder, "shared"), "question-answering")
     message = str(info.value)
     assert "\n" not in message and str(folder) in message and "no question-answering head" in message
+
+
+def test_qat_and_auto_run_on_squad_from_the_partial_train_file(tmp_path, tiny_qa_checkpoint):
+    """The runner end to end: calibration, QAT and auto's selection read the train file, never dev."""
+    import yaml
+
+    from qdqbench.cli import main
+    from qdqbench.core.results import load_records
+
+    _zip(tmp_path / "data", "dev-v1.1.json", _document(3, tag="dev"))
+    _zip(tmp_path / "data", PARTIAL_TRAIN, _document(10, tag="train"))
+    suite = tmp_path / "qa.yaml"
+    suite.write_text(yaml.safe_dump({
+        "name": "qa",
+        "models": {"tiny": {"path": str(tiny_qa_checkpoint), "tasks": ["squad"]}},
+        "tasks": {"squad": {"kind": "squad", "data_dir": str(tmp_path / "data"), "max_length": 24,
+                            "doc_stride": 4, "max_query_length": 8}},
+        "schemes": {"fp32": {"kind": "fp32"},
+                    "int8-qat": {"calibration": {"samples": 4, "batch_size": 4},
+                                 "qat": {"steps": 2, "lr": 1e-4, "batch_size": 4}},
+                    "int8-auto": {"recipe": "auto", "calibration": {"samples": 4, "batch_size": 4},
+                                  "qat": {"steps": 1, "lr": 1e-4, "batch_size": 4},
+                                  "auto": {"calibrators": ["max"], "max_evaluations": 3, "selection_examples": 16}}},
+        "backends": ["torch"],
+        "accuracy": {"bootstrap": 20},
+    }), encoding="utf-8")
+    out = tmp_path / "runs"
+    assert main(["run", str(suite), "--out", str(out), "--quiet"]) == 0
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    records = {r.cell: r for r in load_records(run_dir)}
+    qat = records["tiny/squad/int8-qat/torch/accuracy"]
+    assert qat.status == "ok" and qat.details["qat"]["steps"] == 2
+    assert all(np.isfinite(qat.details["qat"]["loss_curve"]["values"]))
+    assert qat.details["calibration"]["calibration_source"] == "train"
+    assert PARTIAL_TRAIN in qat.details["train_data"] and qat.details["examples"] == 6  # every dev question
+    auto = records["tiny/squad/int8-auto/torch/accuracy"]
+    assert auto.status == "ok" and auto.verdict is not None and auto.verdict.metric == "f1"
+    assert "training examples" in auto.details["recipe"]["selection_split"]
