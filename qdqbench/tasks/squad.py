@@ -19,7 +19,8 @@ prediction 0 and goes on; here that is an error, because ``postprocess`` answers
 and a missing one means predictions and examples do not belong together.
 
 Data come from ``dev-v1.1.json`` / ``train-v1.1.json`` (or the same with ``.zip``, member
-``<name>.json``) under ``data_dir`` or ``data_dir/squad``, or, when ``data_dir`` is None, from
+``<name>.json``; for train, else ``train-v1.1-prefix.json``, a leading part of it) under
+``data_dir`` or ``data_dir/squad``, or, when ``data_dir`` is None, from
 the Hub dataset ``rajpurkar/squad`` through the optional ``datasets`` package. Calibration must
 not see the scored split; where only dev exists locally, ``calibration_examples`` can, when
 explicitly allowed, hold out whole dev paragraphs for calibration and score the rest: a recorded
