@@ -36,6 +36,7 @@ import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -545,8 +546,8 @@ class SquadTask:
         else:
             notes["train_data"] = self.split_source(self.calibration_split, settings.data_dir)
             # QAT and recipe: auto train and select on the same split calibration comes from.
-            training = SquadTraining(self, self.load(self.calibration_split, settings.data_dir), tokenizer,
-                                     windows)
+            training = SquadTraining(self, lambda: self.load(self.calibration_split, settings.data_dir),
+                                     tokenizer, windows)
         pool = split.calibration
         return PreparedTask(
             model=model, tokenizer=tokenizer, task=self, output="qa_logits", eval_inputs=features,
@@ -769,12 +770,17 @@ class SquadTraining:
     """SQuAD's training questions: what QAT trains on and ``recipe: auto`` selects on."""
 
     task: SquadTask
-    examples: list[QAExample]
+    read: Callable[[], list[QAExample]]  # the training questions, read when QAT or auto first asks
     tokenizer: Any
     windows: dict[str, Any]  # max_length, doc_stride, max_query_length: the evaluation windows
     label_perm: None = None  # no class columns to align
     is_regression: bool = False
     loss: str = "question-answering"  # quant.qat.LOSSES key
+
+    @cached_property
+    def examples(self) -> list[QAExample]:
+        """The training questions, in file order."""
+        return self.read()
 
     def sample(self, limit: int | None, seed: int, exclude: int = 0) -> tuple[QAFeatures, QATargets]:
         """(windowed features, targets) of questions shuffled by seed, skipping ``exclude``, at most ``limit``."""
