@@ -58,6 +58,24 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_qa_checkpoint(tmp_path_factory, tiny_checkpoint) -> Path:
+    """The tiny BERT of ``tiny_checkpoint`` with a random question-answering head (qa_outputs)."""
+    import shutil
+
+    import torch
+    from transformers import BertConfig, BertForQuestionAnswering
+
+    folder = tmp_path_factory.mktemp("tiny-bert-qa")
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (tiny_checkpoint / name).is_file():
+            shutil.copy(tiny_checkpoint / name, folder / name)
+    torch.manual_seed(0)
+    config = BertConfig.from_pretrained(tiny_checkpoint)
+    BertForQuestionAnswering(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def tiny_glue(tmp_path_factory) -> Path:
     """A GLUE-layout folder with a small SST-2 train/dev split."""
     root = tmp_path_factory.mktemp("glue")

@@ -66,12 +66,14 @@ class QATPlan:
 
         Original steps = ceil(train_examples / batch_size) per epoch × epochs (fractional epochs
         rounded up). Train with the same batch size so that "10%" means a tenth of the examples.
+        Where the fine-tuning counted windows (SQuAD: ``train_features``, several per long
+        context), those are what its batches held, so they count instead of the questions.
         """
         missing = [k for k in ("lr", "epochs", "batch_size", "train_examples") if k not in info]
         if missing:
             raise QATError(f"finetune info lacks {missing}; needs lr, epochs, batch_size, train_examples")
         lr, epochs = float(info["lr"]), float(info["epochs"])
-        batch_size, examples = int(info["batch_size"]), int(info["train_examples"])
+        batch_size, examples = int(info["batch_size"]), int(info.get("train_features") or info["train_examples"])
         if lr <= 0 or epochs <= 0 or batch_size < 1 or examples < 1:
             raise QATError(f"finetune info has a non-positive value: {dict(info)}")
         original = math.ceil(math.ceil(examples / batch_size) * epochs)
@@ -164,6 +166,18 @@ def classification_loss(outputs, batch: Mapping[str, torch.Tensor]) -> torch.Ten
 def regression_loss(outputs, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """Mean squared error of the single regression output against ``batch['labels']``."""
     return nn.functional.mse_loss(outputs.logits.float().squeeze(-1), batch["labels"].float())
+
+
+def qa_loss(outputs, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """run_qa's loss: the mean of the start and end cross-entropies of ``outputs.qa_logits``
+    (batch, seq, 2) against ``batch['labels']`` (batch, 2) gold token positions."""
+    logits, labels = outputs.qa_logits.float(), batch["labels"].long()
+    return (nn.functional.cross_entropy(logits[..., 0], labels[:, 0])
+            + nn.functional.cross_entropy(logits[..., 1], labels[:, 1])) / 2
+
+
+# A task's training data names its loss (``GlueTraining.loss``, ``SquadTraining.loss``).
+LOSSES = {"classification": classification_loss, "regression": regression_loss, "question-answering": qa_loss}
 
 
 def train_batches(encoded, labels: np.ndarray, batch_size: int,
@@ -328,5 +342,5 @@ def _save_checkpoint(folder: Path, step: int, model: nn.Module, optimizer, losse
 
 __all__ = [
     "QATError", "QATPlan", "QATStep", "QATResult", "finetune", "lr_at", "batch_order",
-    "classification_loss", "regression_loss", "train_batches", "INPUT_NAMES", "SCHEDULES",
+    "classification_loss", "regression_loss", "qa_loss", "LOSSES", "train_batches", "INPUT_NAMES", "SCHEDULES",
 ]

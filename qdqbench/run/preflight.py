@@ -48,6 +48,11 @@ def preflight(suite, *, fetch: bool = False) -> list[str]:
             mismatch = models.label_mismatch(folder)
             if mismatch:
                 problems.append(f"model '{name}': {folder}: {mismatch}")
+        # A checkpoint without a QA head would get a random one and score SQuAD F1 near 0.
+        if folder is not None and any(suite.tasks[t].kind == "squad" for t in spec.tasks):
+            missing = models.head_problem(folder, "question-answering")
+            if missing:
+                problems.append(f"model '{name}': {folder} {missing}")
     for tname, t in suite.tasks.items():
         try:
             task = task_for(t.kind, t.name, tname)

@@ -133,7 +133,8 @@ def evaluation_split(ctx: GroupContext, sname: str):
 def train_data(ctx: GroupContext, limit: int | None, seed: int, exclude: int = 0):
     """(encoded, labels) of the training split, shuffled by seed, skipping the first ``exclude``."""
     if ctx.data.training is None:
-        raise QdqbenchError("QAT and recipe: auto need a labelled GLUE task (classification or regression)")
+        raise QdqbenchError("QAT and recipe: auto need a task with a labelled training split (GLUE, or SQuAD "
+                            "with its train file)")
     return ctx.data.training.sample(limit, seed, exclude)
 
 
@@ -159,7 +160,7 @@ def qat_plan(ctx: GroupContext, spec):
 
 def qat(ctx: GroupContext, spec, model, checkpoint_dir: Path) -> dict[str, Any]:
     """Fine-tune ``model`` in place with fake quantization; checkpoints make it resumable."""
-    from qdqbench.quant.qat import classification_loss, finetune, regression_loss, train_batches
+    from qdqbench.quant.qat import LOSSES, finetune, train_batches
 
     plan = qat_plan(ctx, spec)
     seed = ctx.suite.seed
@@ -173,7 +174,7 @@ def qat(ctx: GroupContext, spec, model, checkpoint_dir: Path) -> dict[str, Any]:
             ctx.say(f"  QAT step {step.step}/{step.steps} loss {step.loss:.4f}")
 
     result = finetune(model, batches, steps=plan.steps, lr=plan.lr, warmup=plan.warmup, schedule=plan.schedule,
-                      seed=seed, loss_fn=regression_loss if training.is_regression else classification_loss,
+                      seed=seed, loss_fn=LOSSES[training.loss],
                       checkpoint_dir=checkpoint_dir, checkpoint_every=every, progress=progress)
     model.eval()
     return {"plan": plan.to_dict(), **result.to_dict()}

@@ -322,6 +322,11 @@ class GlueTraining:
         """True for STS-B (a score, not a class)."""
         return self.task.is_regression
 
+    @property
+    def loss(self) -> str:
+        """The QAT loss (a ``quant.qat.LOSSES`` key)."""
+        return "regression" if self.task.is_regression else "classification"
+
     def sample(self, limit: int | None, seed: int, exclude: int = 0) -> tuple[Any, np.ndarray]:
         """(encoded, labels), shuffled by seed, skipping the first ``exclude``, at most ``limit``."""
         from qdqbench.tasks.evaluate import encode

@@ -247,7 +247,8 @@ def load_model(resolved: ResolvedModel, head: str):
     if problem:
         raise ModelResolutionError(f"{where} {problem}")
     try:
-        model = cls.from_pretrained(str(resolved.path), attn_implementation="eager", dtype=torch.float32)
+        model, loading = cls.from_pretrained(str(resolved.path), attn_implementation="eager", dtype=torch.float32,
+                                             output_loading_info=True)
         tokenizer = AutoTokenizer.from_pretrained(str(resolved.path))
     except Exception as exc:  # noqa: BLE001
         mismatch = label_mismatch(resolved.path) if head == "classification" else None
@@ -259,6 +260,11 @@ def load_model(resolved: ResolvedModel, head: str):
     problem = _tokenizer_fit(tokenizer, model.config)
     if problem:
         raise ModelResolutionError(f"{where}: {problem}")
+    # transformers only logs a warning when the head is missing and initialises it at random:
+    # a QA "model" scoring F1 of 2 would make every INT8 scheme PASS.
+    missing = sorted(k for k in loading.get("missing_keys", ()) if k.split(".")[0] in HEAD_PREFIXES.get(head, ()))
+    if missing:
+        raise ModelResolutionError(f"{where} {_no_head(head, missing, _weight_shapes(resolved.path))}")
     model.eval()
     if head == "question-answering":
         model = stacked_qa(model)
@@ -347,6 +353,38 @@ def label_mismatch(folder: Path) -> str | None:
         return None
     return (f"config.json says {wanted} labels but the classifier weights have {shape[0]} "
             f"({heads[0]} {list(shape)})")
+
+
+# The weights of each task head that transformers builds on top of the encoder (BERT family), by
+# the first component of their state-dict names; a checkpoint without them gets random ones.
+HEAD_PREFIXES = {"question-answering": ("qa_outputs",), "classification": ("classifier",)}
+_HEAD_NAMES = {"question-answering": "question-answering head", "classification": "classification head"}
+
+
+def _no_head(head: str, missing, shapes: dict[str, list[int]]) -> str:
+    """'has no question-answering head (qa_outputs.weight ... missing; it holds ...)': one line."""
+    held = sorted({k.split(".")[0] for k in shapes if k.split(".")[0] in
+                   {p for prefixes in HEAD_PREFIXES.values() for p in prefixes} - set(HEAD_PREFIXES[head])})
+    other = f"; it holds {', '.join(held)} weights instead" if held else " (an encoder-only checkpoint?)"
+    return (f"has no {_HEAD_NAMES[head]}: {', '.join(missing)} missing from its weights{other}; "
+            f"transformers would initialise the head at random (a checkpoint fine-tuned for this task is needed)")
+
+
+def head_problem(folder: Path, head: str) -> str | None:
+    """Why a checkpoint lacks the weights of ``head`` (safetensors headers only, no torch), or None.
+
+    None also when the weight names cannot be read cheaply (``.bin`` weights): ``load_model``
+    checks what transformers actually loaded.
+    """
+    prefixes = HEAD_PREFIXES.get(head)
+    shapes = _weight_shapes(folder)
+    if not prefixes or not shapes:
+        return None
+    # Names may carry the model's prefix (bert.…) for base weights; head weights sit at the top.
+    found = [k for k in shapes if k.split(".")[0] in prefixes]
+    if found:
+        return None
+    return _no_head(head, [f"{p}.weight" for p in prefixes], shapes)
 
 
 def stacked_qa(model):

@@ -19,7 +19,8 @@ prediction 0 and goes on; here that is an error, because ``postprocess`` answers
 and a missing one means predictions and examples do not belong together.
 
 Data come from ``dev-v1.1.json`` / ``train-v1.1.json`` (or the same with ``.zip``, member
-``<name>.json``) under ``data_dir`` or ``data_dir/squad``, or, when ``data_dir`` is None, from
+``<name>.json``; for train, else ``train-v1.1-prefix.json``, a leading part of it) under
+``data_dir`` or ``data_dir/squad``, or, when ``data_dir`` is None, from
 the Hub dataset ``rajpurkar/squad`` through the optional ``datasets`` package. Calibration must
 not see the scored split; where only dev exists locally, ``calibration_examples`` can, when
 explicitly allowed, hold out whole dev paragraphs for calibration and score the rest: a recorded
@@ -35,6 +36,7 @@ import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -168,6 +170,9 @@ class QAFeatures:
     # Per feature, (len_i, 2) int32 character spans in the example's context; (-1, -1) for the
     # tokens that are not context ([CLS], question, [SEP]): run_qa's None offsets.
     offsets: list[np.ndarray]
+    # Where ``pad_output`` pads each batch's output to: the longest feature when None. A task
+    # sets its max_length, so that outputs of other features (a training selection) stack too.
+    pad_width: int | None = None
 
     def __len__(self) -> int:
         return len(self.encoded.input_ids)
@@ -199,7 +204,7 @@ class QAFeatures:
     def pad_output(
         self, out: np.ndarray, feeds: Mapping[str, np.ndarray] | None = None
     ) -> np.ndarray:
-        """A batch's (batch, width_b, 2) output zero-padded to (batch, self.width, 2).
+        """A batch's (batch, width_b, 2) output zero-padded to (batch, pad_width or width, 2).
 
         For ``run_batches(..., reduce=features.pad_output)``; the padding is ignored by
         ``postprocess``, which reads each feature's real length only.
@@ -210,10 +215,11 @@ class QAFeatures:
                 "a question-answering model must give (batch, seq, 2) start/end logits, "
                 f"got {out.shape}"
             )
-        missing = self.width - out.shape[1]
+        width = max(self.pad_width or 0, self.width)
+        missing = width - out.shape[1]
         if missing < 0:
             raise TaskError(
-                f"output of length {out.shape[1]} is longer than any feature ({self.width})"
+                f"output of length {out.shape[1]} is longer than any feature ({width})"
             )
         return np.pad(out, ((0, 0), (0, missing), (0, 0))) if missing else out
 
@@ -412,12 +418,25 @@ def _file_name(split: str) -> str:
     return f"{split}-v1.1.json"
 
 
-def _find_local(data_dir: Path, split: str) -> Path | None:
-    """The first of <name>, <name>.zip, squad/<name>, squad/<name>.zip under ``data_dir``."""
-    for folder in (data_dir, data_dir / "squad"):
-        for name in (_file_name(split), _file_name(split) + ".zip"):
-            if (folder / name).is_file():
-                return folder / name
+# A leading part of the official train-v1.1.json (whole articles, same layout), where the whole
+# file cannot be had offline: ../shared holds its first 12 articles (4,370 questions). It is
+# read as the train split only when the whole file is absent, and the run records which was read.
+PARTIAL_TRAIN = "train-v1.1-prefix.json"
+
+
+def _candidates(split: str) -> tuple[str, ...]:
+    """JSON member names of a split, preferred first."""
+    return (_file_name(split), PARTIAL_TRAIN) if split == "train" else (_file_name(split),)
+
+
+def _find_local(data_dir: Path, split: str) -> tuple[Path, str] | None:
+    """(file, JSON member): the first of <name>, <name>.zip, squad/<name>, squad/<name>.zip under
+    ``data_dir``, for each candidate name of the split (train: the whole file, then its prefix)."""
+    for member in _candidates(split):
+        for folder in (data_dir, data_dir / "squad"):
+            for name in (member, member + ".zip"):
+                if (folder / name).is_file():
+                    return folder / name, member
     return None
 
 
@@ -519,9 +538,16 @@ class SquadTask:
         windows = {"max_length": settings.max_length, "doc_stride": settings.doc_stride,
                    "max_query_length": settings.max_query_length}
         features = self.prepare_features(tokenizer, evals, **windows)
+        features.pad_width = settings.max_length
         notes = {"calibration_source": split.source}
+        training = None
         if split.note:
             notes["calibration_note"] = split.note
+        else:
+            notes["train_data"] = self.split_source(self.calibration_split, settings.data_dir)
+            # QAT and recipe: auto train and select on the same split calibration comes from.
+            training = SquadTraining(self, lambda: self.load(self.calibration_split, settings.data_dir),
+                                     tokenizer, windows)
         pool = split.calibration
         return PreparedTask(
             model=model, tokenizer=tokenizer, task=self, output="qa_logits", eval_inputs=features,
@@ -529,7 +555,7 @@ class SquadTask:
                 tokenizer, [pool[i] for i in idx], **windows)),
             scorer=QAScorer(self, features, evals), reduce=features.pad_output,
             texts=[e.context for e in evals], max_length=settings.max_length, notes=notes,
-            task_key=settings.key,
+            task_key=settings.key, training=training,
         )
 
     def data_dir_problem(self, data_dir: Path) -> str | None:
@@ -554,17 +580,31 @@ class SquadTask:
         data_dir = Path(data_dir)
         if not data_dir.is_dir():
             raise TaskError(f"data directory {data_dir} does not exist (task {self.name})")
-        path = _find_local(data_dir, canonical)
-        if path is None:
+        found = _find_local(data_dir, canonical)
+        if found is None:
             hint = (
                 "; calibration needs the train split: add it, or allow calibration on held-out "
                 "dev paragraphs (a recorded deviation)" if canonical == "train" else ""
             )
             raise TaskError(
                 f"no SQuAD {canonical} data: {data_dir / _file_name(canonical)} does not exist "
-                f"(nor .zip, nor under {data_dir / 'squad'}){hint}"
+                f"(nor .zip{', nor ' + PARTIAL_TRAIN + '[.zip]' if canonical == 'train' else ''}, "
+                f"nor under {data_dir / 'squad'}){hint}"
             )
-        return _from_squad_json(_read_json(path, _file_name(canonical)), str(path))
+        path, member = found
+        return _from_squad_json(_read_json(path, member), str(path))
+
+    def split_source(self, split: str, data_dir: Path | None) -> str:
+        """Where a split is read from: the file (a partial train file says so), or the Hub dataset."""
+        canonical = self.resolve_split(split)
+        if data_dir is None:
+            return f"{self.hub_dataset} {'validation' if canonical == 'dev' else canonical}"
+        found = _find_local(Path(data_dir), canonical)
+        if found is None:
+            return f"no {canonical} file under {data_dir}"
+        path, member = found
+        partial = " (a leading part of train-v1.1.json, not the whole split)" if member == PARTIAL_TRAIN else ""
+        return f"{path}{partial}"
 
     def calibration_examples(
         self,
@@ -702,6 +742,61 @@ class SquadTask:
                     f"{source} row {i}: malformed record ({type(exc).__name__}: {exc})"
                 ) from None
         return examples
+
+
+@dataclass
+class QATargets:
+    """The gold answers of a sample of training questions, for QAT and for scoring a selection.
+
+    As an array it is the (features, 2) start/end token of each feature's first gold answer
+    (run_qa's training labels: [CLS], position 0, where the answer is not in the window), so
+    ``quant.qat.train_batches`` slices it by feature like GLUE labels; ``features`` keep the
+    questions, so a selection split is scored by EM/F1 like dev.
+    """
+
+    positions: np.ndarray
+    features: QAFeatures
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return self.positions if dtype is None else self.positions.astype(dtype)
+
+    def __len__(self) -> int:
+        """Number of questions (not windows)."""
+        return len(self.features.examples)
+
+
+@dataclass
+class SquadTraining:
+    """SQuAD's training questions: what QAT trains on and ``recipe: auto`` selects on."""
+
+    task: SquadTask
+    read: Callable[[], list[QAExample]]  # the training questions, read when QAT or auto first asks
+    tokenizer: Any
+    windows: dict[str, Any]  # max_length, doc_stride, max_query_length: the evaluation windows
+    label_perm: None = None  # no class columns to align
+    is_regression: bool = False
+    loss: str = "question-answering"  # quant.qat.LOSSES key
+
+    @cached_property
+    def examples(self) -> list[QAExample]:
+        """The training questions, in file order."""
+        return self.read()
+
+    def sample(self, limit: int | None, seed: int, exclude: int = 0) -> tuple[QAFeatures, QATargets]:
+        """(windowed features, targets) of questions shuffled by seed, skipping ``exclude``, at most ``limit``."""
+        order = np.random.default_rng(seed + 7919).permutation(len(self.examples))[exclude:]
+        if limit:
+            order = order[:limit]
+        features = self.task.prepare_features(self.tokenizer, [self.examples[i] for i in order], **self.windows)
+        features.pad_width = self.windows.get("max_length")
+        starts, ends = features.answer_positions()
+        return features, QATargets(np.stack([starts, ends], axis=1), features)
+
+    def scorer(self, targets: QATargets) -> Any:
+        """A scorer of start/end logits of ``targets.features`` against their questions' answers."""
+        from qdqbench.tasks.scoring import QAScorer
+
+        return QAScorer(self.task, targets.features, targets.features.examples)
 
 
 def torch_qa_forward(model) -> Callable[[dict[str, np.ndarray]], np.ndarray]:

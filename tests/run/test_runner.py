@@ -247,7 +247,7 @@ def test_interrupt_keeps_results_and_says_how_to_resume(tiny_suite, tmp_path, mo
     assert info["state"] == "interrupted" and info["finished_at"] is None
 
 
-def test_squad_runs_end_to_end_on_a_tiny_qa_model(tiny_checkpoint, tmp_path):
+def test_squad_runs_end_to_end_on_a_tiny_qa_model(tiny_qa_checkpoint, tmp_path):
     """SQuAD: features, stacked start/end logits through torch, export and the engine; EM/F1 with CIs."""
     import yaml
 
@@ -266,7 +266,7 @@ def test_squad_runs_end_to_end_on_a_tiny_qa_model(tiny_checkpoint, tmp_path):
     suite = tmp_path / "qa.yaml"
     suite.write_text(yaml.safe_dump({
         "name": "qa",
-        "models": {"tiny": {"path": str(tiny_checkpoint), "tasks": ["squad"]}},
+        "models": {"tiny": {"path": str(tiny_qa_checkpoint), "tasks": ["squad"]}},
         "tasks": {"squad": {"kind": "squad", "data_dir": str(squad_dir), "max_length": 48, "doc_stride": 16,
                             "max_query_length": 8, "allow_dev_calibration": True}},
         "schemes": {"fp32": {"kind": "fp32"}, "int8": {"calibration": {"samples": 2, "batch_size": 2}}},

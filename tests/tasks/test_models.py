@@ -233,3 +233,53 @@ def test_max_positions_of_roberta_style_models():
     assert max_positions({"max_position_embeddings": 512, "model_type": "bert"}) == 512
     assert max_positions({"max_position_embeddings": 514, "model_type": "roberta", "pad_token_id": 1}) == 512
     assert max_positions({"model_type": "bert"}) is None
+
+
+# -- a task head the checkpoint does not have ----------------------------------------------------
+
+
+def _squad_suite(folder: Path):
+    return parse_suite({
+        "name": "t", "models": {"tiny": {"path": str(folder), "tasks": ["squad"], "max_length": 48}},
+        "tasks": {"squad": {"kind": "squad"}}, "schemes": {"fp32": {"kind": "fp32"}}, "backends": ["torch"],
+    })
+
+
+def test_a_checkpoint_without_a_qa_head_is_refused(checkpoint, tiny_qa_checkpoint):
+    """transformers only warns and initialises qa_outputs at random: that must be an error."""
+    head = "question-answering"
+    expected = (f"model 'tiny': {checkpoint} has no question-answering head: qa_outputs.bias, "
+                "qa_outputs.weight missing from its weights; it holds classifier weights instead; "
+                "transformers would initialise the head at random (a checkpoint fine-tuned for this task is needed)")
+    with pytest.raises(ModelResolutionError) as info:
+        _load(checkpoint, head)
+    assert str(info.value) == expected
+    # validate says it before any loading, from the safetensors header.
+    problems = preflight(_squad_suite(checkpoint))
+    assert len(problems) == 1 and "has no question-answering head" in problems[0] and str(checkpoint) in problems[0]
+    # A real QA checkpoint passes both checks and loads its own head.
+    assert models.head_problem(tiny_qa_checkpoint, head) is None and preflight(_squad_suite(tiny_qa_checkpoint)) == []
+    model, _ = _load(tiny_qa_checkpoint, head)
+    assert model.inner.qa_outputs.weight.shape == (2, 32)
+
+
+def test_an_encoder_only_or_bin_checkpoint_without_the_head_fails_at_load(checkpoint, tmp_path):
+    """Weights without a readable header (.bin) pass the cheap check; loading still catches it."""
+    import torch
+    from transformers import BertModel
+
+    folder = _copy(checkpoint, tmp_path)
+    (folder / "model.safetensors").unlink()
+    # transformers 5 saves only safetensors; a .bin is what older tools wrote.
+    torch.save(BertModel.from_pretrained(checkpoint).state_dict(), folder / "pytorch_model.bin")
+    assert (folder / "pytorch_model.bin").is_file()
+    assert models.head_problem(folder, "question-answering") is None  # no header to read
+    for head, missing in (("question-answering", "qa_outputs.bias, qa_outputs.weight"),
+                          ("classification", "classifier.bias, classifier.weight")):
+        with pytest.raises(ModelResolutionError) as info:
+            _load(folder, head)
+        message = str(info.value)
+        assert "\n" not in message and str(folder) in message
+        assert "missing from its weights (an encoder-only checkpoint?)" in message and missing in message
+    # The encoder itself is all there.
+    _load(folder, "encoder")
