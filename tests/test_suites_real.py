@@ -13,6 +13,10 @@ from qdqbench.core.results import load_records
 REPO = Path(__file__).resolve().parents[1]
 FAST_TIMING = ["--set", "timing.min_duration_s=0.2", "--set", "timing.min_iters=5",
                "--set", "timing.warmup_s=0.1", "--set", "timing.warmup_iters=2"]
+# The GLUE test checks accuracy on real checkpoints: no per-op profile there (the quickstart test
+# checks it on the real model; tests/engines/test_profile.py and tests/run/test_where_time_goes.py
+# check its parts).
+NO_PROFILE = ["--set", "timing.profile_iters=0"]
 
 
 def _run(tmp_path: Path, suite: str, *extra: str) -> tuple[int, dict]:
@@ -39,6 +43,14 @@ def test_quickstart_offline(tmp_path):
         lat = rec[f"minilm/pydoc/{scheme}/onnxruntime/latency/b8s128"]
         ops = lat.details["engine"]["fused_ops"]
         assert ops["MatMulIntegerToFloat"] + ops["QLinearMatMul"] >= 36  # 6 linears × 6 layers
+        # Where the time goes, on the real model: a profile from separate iterations, led by the
+        # integer matmuls (MiniLM's linears are most of its FLOPs), never part of the timed samples.
+        prof = lat.details["op_profile"]
+        assert prof["status"] == "ok" and prof["iterations"] >= 1, prof
+        assert abs(sum(prof["shares"].values()) - 1) < 0.01
+        assert prof["shares"]["matmul"] == max(prof["shares"].values())
+        assert any(o["category"] == "matmul" and o["op"] in ("MatMulIntegerToFloat", "QLinearMatMul")
+                   for o in prof["ops"])
     partial = rec["minilm/pydoc/int8-max-no-residual/torch/fidelity"].metric("cosine_mean").value
     full = rec["minilm/pydoc/int8-max/torch/fidelity"].metric("cosine_mean").value
     assert partial > 0.95 and partial > full
@@ -49,7 +61,7 @@ def test_quickstart_offline(tmp_path):
 def test_glue_local_reproduces_fp32_and_reports_drops(tmp_path, shared_path):
     models = shared_path("models")
     shared_path("data", "glue")
-    rc, rec = _run(tmp_path, "glue-local.yaml", *FAST_TIMING,
+    rc, rec = _run(tmp_path, "glue-local.yaml", *FAST_TIMING, *NO_PROFILE,
                    "--set", "shapes.batch=[8]",
                    "--set", "schemes={fp32: {kind: fp32}, int8-max: {calibration: {samples: 128}}, "
                             "int8-max-no-residual: {groups: [linear, matmul], weight_bits: 7, "
