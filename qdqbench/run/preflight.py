@@ -74,19 +74,24 @@ def preflight(suite, *, fetch: bool = False) -> list[str]:
 
 def selection_problems(suite, tname: str, task) -> list[str]:
     """Each ``recipe: auto`` scheme whose dev-split selection leaves a part of task ``tname``'s local
-    evaluation set under ``tasks.split.MIN_PART_EXAMPLES`` (a Hub task is checked when it loads)."""
+    evaluation set under ``tasks.split.MIN_PART_EXAMPLES`` (a Hub task is checked when it loads).
+
+    SQuAD counts its dev questions; without a train file the run also holds out calibration
+    paragraphs of dev, so the run checks the parts again when the task loads.
+    """
     from qdqbench.config.suite import dev_split_selection
-    from qdqbench.tasks.split import example_keys, part_problem, split_examples
+    from qdqbench.tasks.split import part_problem, split_examples
 
     specs = {k: s for k, s in ((k, dev_split_selection(v)) for k, v in suite.schemes.items()) if s is not None}
-    if not specs or not any(tname in m.tasks for m in suite.models.values()) or task.suite_kind != "glue":
+    keys_of = getattr(task, "split_keys", None)
+    if not specs or not any(tname in m.tasks for m in suite.models.values()) or keys_of is None:
         return []
     t = suite.tasks[tname]
     try:
         examples = task.load(task.eval_split, Path(t.data_dir))
     except QdqbenchError as exc:
         return [f"tasks.{tname}: {exc}"]
-    keys = example_keys(examples[: t.eval_limit] if t.eval_limit else examples)
+    keys = keys_of(examples[: t.eval_limit] if t.eval_limit else examples)
     problems = []
     for sname, spec in specs.items():
         problem = part_problem(tname, split_examples(keys, spec.fraction, suite.seed))

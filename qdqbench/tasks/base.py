@@ -116,7 +116,8 @@ class PreparedTask:
     def eval_part(self, indices: np.ndarray) -> tuple[Batched, Any, np.ndarray]:
         """(inputs, scorer, output rows) of the evaluation examples at ``indices``.
 
-        Needs ``eval_keys`` and a scorer with ``part`` (GLUE: one output row per example).
+        Needs ``eval_keys`` and a scorer with ``part``; ``indices`` are example indices (GLUE: one
+        output row each; SQuAD: questions, whose windows all go with them).
         """
         from qdqbench.core.errors import TaskError
 

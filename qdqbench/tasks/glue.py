@@ -149,7 +149,6 @@ class GlueTask:
         from qdqbench.core.errors import QdqbenchError
         from qdqbench.tasks.evaluate import encode
         from qdqbench.tasks.scoring import GlueScorer
-        from qdqbench.tasks.split import example_keys
 
         perm = align_labels(self, model.config.id2label)
         if not self.is_regression and model.config.num_labels != len(self.label_names):
@@ -169,8 +168,15 @@ class GlueTask:
             texts=[e.text_a + (" " + e.text_b if e.text_b else "") for e in evals], max_length=max_length,
             training=GlueTraining(self, train, tokenizer, max_length, perm),
             notes=notes, task_key=settings.key,
-            eval_keys=example_keys(evals),
+            eval_keys=self.split_keys(evals),
         )
+
+    @staticmethod
+    def split_keys(examples: list[TextExample]) -> list[str]:
+        """Each example's identity for ``recipe: auto``'s selection/test split: its text."""
+        from qdqbench.tasks.split import example_keys
+
+        return example_keys(examples)
 
     def data_dir_problem(self, data_dir: Path) -> str | None:
         """Why ``data_dir`` cannot hold this task's files (no ``<glue_dir>/`` folder), or None."""

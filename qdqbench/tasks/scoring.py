@@ -71,6 +71,12 @@ class QAScorer:
         """exact_match and f1 (official SQuAD v1.1 normalisation)."""
         return self.task.score(preds, self.examples)
 
+    def part(self, indices: np.ndarray) -> tuple[QAScorer, np.ndarray]:
+        """A scorer of the questions at ``indices`` and the output rows of all their windows."""
+        rows = self.features.rows_of(indices)
+        features = self.features.subset(rows)
+        return QAScorer(self.task, features, features.examples), rows
+
     def bootstrap_inputs(self, preds: dict[str, str], metric: str) -> tuple[Callable, np.ndarray, np.ndarray]:
         """(mean, per-example scores, unused labels): both metrics are means over examples."""
         spec = next(s for s in self.task.metrics if s.name == metric)  # squad.mean_score

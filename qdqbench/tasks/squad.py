@@ -223,6 +223,27 @@ class QAFeatures:
             )
         return np.pad(out, ((0, 0), (0, missing), (0, 0))) if missing else out
 
+    def rows_of(self, questions: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The feature rows (every window) of the examples at ``questions``, in feature order."""
+        return np.flatnonzero(np.isin(self.example_index, np.asarray(questions, dtype=np.int64)))
+
+    def subset(self, rows: Sequence[int] | np.ndarray) -> QAFeatures:
+        """The features at ``rows`` (in that order) and only the examples they belong to.
+
+        Examples keep their relative order; the caller passes every window of a question
+        (``rows_of``), else a question is scored on part of its context.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        kept = np.unique(self.example_index[rows])
+        renumber = {int(old): new for new, old in enumerate(kept)}
+        return QAFeatures(
+            examples=[self.examples[int(i)] for i in kept],
+            encoded=self.encoded.subset(rows),
+            example_index=np.array([renumber[int(i)] for i in self.example_index[rows]], dtype=np.int64),
+            offsets=[self.offsets[int(r)] for r in rows],
+            pad_width=self.pad_width,
+        )
+
     def offset_mapping(self, feature: int) -> list[tuple[int, int] | None]:
         """run_qa's view of one feature's offsets: a character span per context token, else None."""
         return [None if s < 0 else (int(s), int(e)) for s, e in self.offsets[feature]]
@@ -555,8 +576,18 @@ class SquadTask:
                 tokenizer, [pool[i] for i in idx], **windows)),
             scorer=QAScorer(self, features, evals), reduce=features.pad_output,
             texts=[e.context for e in evals], max_length=settings.max_length, notes=notes,
-            task_key=settings.key, training=training,
+            task_key=settings.key, training=training, eval_keys=self.split_keys(evals),
         )
+
+    @staticmethod
+    def split_keys(examples: Sequence[QAExample]) -> list[str]:
+        """Each question's identity for ``recipe: auto``'s selection/test split: its SQuAD id.
+
+        The split is over questions; all windows of a question follow it (``QAScorer.part``).
+        """
+        from qdqbench.tasks.split import example_key
+
+        return [example_key(e.id) for e in examples]
 
     def data_dir_problem(self, data_dir: Path) -> str | None:
         """None: a missing SQuAD file is reported when the split is read (with the fix)."""

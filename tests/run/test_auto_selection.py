@@ -123,3 +123,80 @@ def test_train_selection_never_touches_the_dev_set(tiny_checkpoint, wide_glue, t
     assert rec.status == "ok" and not seen
     assert rec.details["examples"] == 240 and "evaluation_parts" not in rec.details
     assert "held-out training examples" in rec.details["recipe"]["selection_split"]
+
+
+def test_squad_auto_chooses_on_some_questions_and_is_judged_on_the_others(tiny_qa_checkpoint, tmp_path, monkeypatch):
+    """SQuAD splits by question (its id); the verdict is the test part's, over every window of its questions."""
+    _squad_data(tmp_path / "data", 100)  # 300 dev questions
+    seen: list[np.ndarray] = []
+    original = PreparedTask.eval_part
+    monkeypatch.setattr(PreparedTask, "eval_part",
+                        lambda self, ix: seen.append(np.asarray(ix).copy()) or original(self, ix))
+    suite = _squad_suite(tmp_path, tiny_qa_checkpoint)
+    assert main(["validate", str(suite)]) == 0
+    out = tmp_path / "runs"
+    assert main(["run", str(suite), "--out", str(out), "--quiet"]) == 0
+    run_dir = _only_run_dir(out)
+    rec = {r.cell: r for r in load_records(run_dir)}["tiny/squad/auto/torch/accuracy"]
+    assert rec.status == "ok" and rec.verdict is not None and rec.verdict.metric == "f1"
+
+    ids = [f"dev{a}-{q}" for a in range(100) for q in range(3)]
+    split = split_examples([example_key(i) for i in ids], 0.5, seed=3)
+    assert seen and all(s.tolist() == split.selection.tolist() for s in seen)
+    parts = rec.details["evaluation_parts"]
+    assert parts["verdict_on"] == "test" and rec.details["examples"] == len(split.test)
+    assert parts["test"]["examples"] == len(split.test) and parts["selection"]["examples"] == len(split.selection)
+    assert parts["full"]["examples"] == 300 and len(split.test) >= 100 and len(split.selection) >= 100
+    assert rec.verdict.value == pytest.approx(parts["test"]["value"])
+    # The test part's F1, recomputed from the saved outputs of every window over the test questions only.
+    from transformers import AutoTokenizer
+
+    from qdqbench.tasks.squad import SquadTask
+
+    task = SquadTask()
+    questions = task.load("dev", tmp_path / "data")
+    features = task.prepare_features(AutoTokenizer.from_pretrained(tiny_qa_checkpoint), questions, 24, 4, 8)
+    test = [questions[i] for i in split.test]
+    for scheme, value in (("auto", rec.verdict.value), ("fp32", rec.verdict.baseline)):
+        answers = task.postprocess(features, np.load(run_dir / f"artifacts/tiny/squad/{scheme}/torch-outputs.npy"))
+        assert value == pytest.approx(task.score(answers, test)["f1"])
+    assert rec.details["recipe"]["selection_data"]["source"] == "dev-split"
+
+
+def _squad_data(folder: Path, articles: int) -> None:
+    """dev-v1.1.json.zip with 3 questions per article (ids dev<a>-<q>) and a small train file."""
+    import json
+    import zipfile
+
+    folder.mkdir()
+    for name, tag, n in (("dev-v1.1.json", "dev", articles), ("train-v1.1.json", "train", 4)):
+        data = [{"title": f"T{a}", "paragraphs": [{
+            "context": f"the movie {tag}{a} was great and the music was very good , i loved this story",
+            "qas": [{"id": f"{tag}{a}-{q}", "question": f"what was great {q}",
+                     "answers": [{"text": "the movie", "answer_start": 0}]} for q in range(3)]}]}
+            for a in range(n)]
+        with zipfile.ZipFile(folder / f"{name}.zip", "w") as archive:
+            archive.writestr(name, json.dumps({"version": "1.1", "data": data}))
+
+
+def _squad_suite(tmp_path: Path, checkpoint: Path) -> Path:
+    suite = tmp_path / "qa.yaml"
+    suite.write_text(yaml.safe_dump({
+        "name": "qa-split", "seed": 3,
+        "models": {"tiny": {"path": str(checkpoint), "tasks": ["squad"]}},
+        "tasks": {"squad": {"kind": "squad", "data_dir": str(tmp_path / "data"), "max_length": 24,
+                            "doc_stride": 4, "max_query_length": 8, "eval_batch_size": 128}},
+        "schemes": {"fp32": {"kind": "fp32"},
+                    "auto": {"recipe": "auto", "calibration": {"samples": 4, "batch_size": 4},
+                             "auto": {"calibrators": ["max"], "max_evaluations": 3, "qat": False}}},
+        "backends": ["torch"], "accuracy": {"bootstrap": 20},
+    }), encoding="utf-8")
+    return suite
+
+
+def test_a_squad_dev_set_too_small_to_split_is_a_validate_error_naming_the_task(tiny_qa_checkpoint, tmp_path, capsys):
+    _squad_data(tmp_path / "data", 4)  # 12 questions
+    assert main(["validate", str(_squad_suite(tmp_path, tiny_qa_checkpoint))]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("schemes.auto.auto.selection.fraction: task 'squad'")
+    assert "of 12 evaluation examples" in line

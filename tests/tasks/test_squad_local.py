@@ -214,3 +214,52 @@ def test_qat_and_auto_run_on_squad_from_the_partial_train_file(tmp_path, tiny_qa
     auto = records["tiny/squad/int8-auto/torch/accuracy"]
     assert auto.status == "ok" and auto.verdict is not None and auto.verdict.metric == "f1"
     assert "training examples" in auto.details["recipe"]["selection_split"]
+
+
+@pytest.fixture()
+def prepared_many(tmp_path, tiny_qa_checkpoint):
+    """60 dev questions, each over several windows of 24 tokens."""
+    from qdqbench.tasks.models import ResolvedModel, load_model
+
+    _zip(tmp_path, "dev-v1.1.json", _document(20, questions=3, tag="dev"))
+    _zip(tmp_path, PARTIAL_TRAIN, _document(6, tag="train"))
+    model, tokenizer = load_model(ResolvedModel("tiny", tiny_qa_checkpoint, "test"), "question-answering")
+    settings = TaskSettings(key="squad", model_name="tiny", max_length=24, data_dir=tmp_path,
+                            calibration_samples=4, doc_stride=4, max_query_length=8)
+    return TASK.prepare(model, tokenizer, settings)
+
+
+def test_the_dev_split_is_over_questions_and_keeps_each_questions_windows_together(prepared_many):
+    from qdqbench.tasks.split import split_examples
+
+    p = prepared_many
+    ids = [e.id for e in p.scorer.examples]
+    features = p.eval_inputs
+    assert len(ids) == 60 and np.bincount(features.example_index).min() >= 2  # several windows each
+    assert p.eval_keys == ids  # a question's SQuAD id: stable, not its position
+    split = split_examples(p.eval_keys, 0.5, seed=3)
+    assert split_examples(p.eval_keys, 0.5, seed=3).selection.tolist() == split.selection.tolist()
+    assert split_examples(p.eval_keys, 0.5, seed=4).selection.tolist() != split.selection.tolist()
+    # File order does not move a question to the other part.
+    reordered = split_examples(p.eval_keys[::-1], 0.5, seed=3)
+    assert {ids[::-1][i] for i in reordered.selection} == {ids[i] for i in split.selection}
+    sel, test = set(split.selection.tolist()), set(split.test.tolist())
+    assert sel and test and not sel & test and sel | test == set(range(len(ids)))
+
+    outputs = np.random.default_rng(0).normal(size=(len(features), 24, 2)).astype(np.float32)
+    full = p.scorer.predictions(outputs)
+    all_rows = []
+    for idx in (split.selection, split.test):
+        inputs, scorer, rows = p.eval_part(idx)
+        questions = set(idx.tolist())
+        # Every window of the part's questions, and no window of another question.
+        assert set(rows.tolist()) == {f for f in range(len(features)) if int(features.example_index[f]) in questions}
+        assert [e.id for e in scorer.examples] == [ids[i] for i in idx]
+        assert inputs.input_ids == [features.input_ids[r] for r in rows]
+        assert [ids[i] for i in np.unique(np.asarray(features.example_index)[rows])] == [e.id for e in inputs.examples]
+        # A part scores its questions exactly as the full set does.
+        preds = scorer.predictions(outputs[rows])
+        assert preds == {ids[i]: full[ids[i]] for i in idx}
+        assert scorer.count(preds) == len(idx)
+        all_rows.extend(rows.tolist())
+    assert sorted(all_rows) == list(range(len(features)))
