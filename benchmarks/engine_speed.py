@@ -699,8 +699,8 @@ def render_markdown(result: dict[str, Any]) -> str:
               f"(≤ {t['max_duration_s']} s); one perf_counter_ns pair per iteration.",
               "- Speedups: ratio of mean latencies at the same batch, measured in this run. \"ORT fp32 best\" is "
               "the faster of plain ORT_ENABLE_ALL and transformer-fused; both are in the table.",
-              "- Footprint: peak RSS = the worker's ru_maxrss after prepare + timing; ONNX MB = the file's "
-              "size; load s = the engine's prepare() (session creation / compile).",
+              "- Footprint: peak RSS = the worker's peak resident memory (VmHWM) after prepare + timing; "
+              "ONNX MB = the file's size; load s = the engine's prepare() (session creation / compile).",
               "- GEMM floor: the engine's own INT8 / fp32 GEMM at the model's linear-layer GEMM shapes "
               "(one-MatMul ONNX models, INT8 as Q/DQ around MatMul like the exports, same worker and "
               "threads), summed over the model's GEMMs (`qdqbench.engines.floor`); × floor = mean / floor; "

@@ -3,7 +3,8 @@
 ``measure_session`` runs ``prepare`` then ``time`` and returns, besides the session and the
 latency, the resources the cell used:
 
-* ``peak_rss_mb``: ``ru_maxrss`` of the worker after prepare and timing (its lifetime peak);
+* ``peak_rss_mb``: the worker's peak resident memory after prepare and timing
+  (``core.memory.peak_rss_mb``: VmHWM on Linux, never the parent's memory);
 * ``baseline_rss_mb``: the worker's resident memory right before ``prepare`` (Python, numpy, the
   engine's library imported, the feeds loaded);
 * ``model_rss_mb``: peak minus baseline, the share of the peak the prepared model and its
@@ -31,7 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from qdqbench.core.errors import one_line
-from qdqbench.core.memory import NOT_AVAILABLE, current_rss_mb, peak_rss_mb
+from qdqbench.core.memory import NOT_AVAILABLE, current_rss_mb, peak_rss_mb, peak_rss_method
 from qdqbench.engines import energy
 from qdqbench.engines.timing import loop_probe
 
@@ -100,7 +101,7 @@ def measure_session(backend: str, prepare: Callable[[], Any], time_it: Callable[
     peak = peak_rss_mb()
     res: dict[str, Any] = {"load_s": round(load_s, 4)}
     if peak is None:
-        notes["peak_rss_mb"] = f"{NOT_AVAILABLE}: getrusage ru_maxrss not offered"
+        notes["peak_rss_mb"] = f"{NOT_AVAILABLE}: neither VmHWM nor getrusage ru_maxrss offered"
     else:
         res["peak_rss_mb"] = round(peak, 2)
     if base is None or peak is None:
@@ -129,8 +130,8 @@ def measure_session(backend: str, prepare: Callable[[], Any], time_it: Callable[
     res["energy"] = energy_of(meter, stats)
     if res["energy"]["status"] == "ok":
         res["energy_j_per_inference"] = res["energy"]["joules_per_inference"]
-    res["rss_method"] = ("ru_maxrss after prepare+timing (lifetime peak of the worker); model share "
-                         "= peak minus /proc/self/statm RSS right before prepare")
+    res["rss_method"] = (f"{peak_rss_method()} after prepare+timing; model share = peak minus "
+                         "/proc/self/statm RSS right before prepare")
     if notes:
         res["notes"] = notes
     return session, stats, res

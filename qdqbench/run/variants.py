@@ -90,15 +90,15 @@ def build(ctx: GroupContext, sname: str) -> Variant:
                                    "seconds": round(time.perf_counter() - t0, 3), **data.notes}
     rss1 = peak_rss_mb()
     if rss0 is None or rss1 is None:
-        calibration["peak_rss_note"] = f"{NOT_AVAILABLE}: getrusage ru_maxrss not offered"
+        calibration["peak_rss_note"] = f"{NOT_AVAILABLE}: no peak resident memory offered"
     else:
-        # ru_maxrss is the run process's lifetime peak: when an earlier step peaked higher than
-        # calibration did, the growth is 0 and understates it, so it is a lower bound.
+        # The run process's peak so far: when an earlier step peaked higher than calibration did,
+        # the growth is 0 and understates it, so it is a lower bound.
         calibration["peak_rss_mb"] = round(rss1 - rss0, 2)
         calibration["process_peak_rss_mb"] = round(rss1, 2)
-        calibration["peak_rss_method"] = ("growth of the process's ru_maxrss over the calibration "
-                                          "(a lifetime peak, so a lower bound when an earlier step "
-                                          "peaked higher)")
+        calibration["peak_rss_method"] = ("growth of the process's peak resident memory over the "
+                                          "calibration (a lifetime peak, so a lower bound when an "
+                                          "earlier step peaked higher)")
     info = {
         "calibration": calibration,
         "quantizers": count_quantizers(model),
