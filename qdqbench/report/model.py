@@ -76,6 +76,10 @@ class AccuracyRow:
     # recipe: auto on a split evaluation set: the test part (the verdict, which value/drop above
     # are), the selection part it chose on and the full set, as stored in details.evaluation_parts.
     parts: tuple[PartScore, ...] = ()
+    # Any other scheme in a suite with such an auto scheme: its score on that same test part
+    # (details.test_part), so auto's verdict can be compared with each alternative; not a verdict.
+    test_part: PartScore | None = None
+    test_part_of: str | None = None  # the recipe: auto scheme whose test part it is
 
     @property
     def is_quantized(self) -> bool:

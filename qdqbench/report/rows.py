@@ -139,19 +139,22 @@ def _ratio(num: float | None, den: float | None) -> float | None:
     return num / den
 
 
+def _part_score(name: str, p: Any) -> PartScore | None:
+    """One stored part summary (``_part_summary`` in run/steps.py) as a PartScore."""
+    if not isinstance(p, Mapping):
+        return None
+    num = layers._num
+    return PartScore(name, str(p.get("contains", "")), as_int(p.get("examples")), num(p.get("value")),
+                     num(p.get("drop")), num(p.get("drop_ci_low")), num(p.get("drop_ci_high")),
+                     p.get("passed") if isinstance(p.get("passed"), bool) else None)
+
+
 def _part_scores(parts: Any) -> tuple[PartScore, ...]:
     """``details.evaluation_parts`` of a recipe: auto record as PartScores (test, selection, full)."""
     if not isinstance(parts, Mapping):
         return ()
-    out = []
-    for name in ("test", "selection", "full"):
-        p = parts.get(name)
-        if isinstance(p, Mapping):
-            num = layers._num
-            out.append(PartScore(name, str(p.get("contains", "")), as_int(p.get("examples")), num(p.get("value")),
-                                 num(p.get("drop")), num(p.get("drop_ci_low")), num(p.get("drop_ci_high")),
-                                 p.get("passed") if isinstance(p.get("passed"), bool) else None))
-    return tuple(out)
+    scored = (_part_score(name, parts.get(name)) for name in ("test", "selection", "full"))
+    return tuple(p for p in scored if p is not None)
 
 
 def _accuracy_rows(records: Sequence[Record], order: _Order) -> list[AccuracyRow]:
@@ -205,6 +208,9 @@ def _accuracy_rows(records: Sequence[Record], order: _Order) -> list[AccuracyRow
                 passed=v.passed if v else None,
                 other_metrics=tuple((o.name, o.value) for o in r.metrics if o.name != name),
                 parts=_part_scores(r.details.get("evaluation_parts")),
+                test_part=_part_score("test", r.details.get("test_part")),
+                test_part_of=layers._str((r.details.get("test_part") or {}).get("auto_scheme"))
+                if isinstance(r.details.get("test_part"), Mapping) else None,
             )
         )
     rows.sort(

@@ -40,6 +40,7 @@ from qdqbench.report.blocks import (
 from qdqbench.report.charts import throughput_chart_svg
 from qdqbench.report.htmlparts import esc, verdict_class
 from qdqbench.report.mdparts import md_escape
+from qdqbench.report.model import PartScore
 from qdqbench.report.rows import (
     DASH,
     LatencyRow,
@@ -269,7 +270,32 @@ def _split_parts(report: Report) -> list[Note]:
               "; ".join(fmt_part(p.part, p.contains, p.examples, p.value, p.drop, p.drop_ci_low, p.drop_ci_high,
                                  p.passed) for p in a.parts)) for a in split]
     return [Note(html=esc(lead), md="\n".join([lead, *(f"- {md_escape(w)}: {md_escape(t)}" for w, t in items)])),
-            Note(html="".join(f"<li>{esc(w)}: {esc(t)}</li>" for w, t in items), tag="ul")]
+            Note(html="".join(f"<li>{esc(w)}: {esc(t)}</li>" for w, t in items), tag="ul"),
+            *_same_test_part(report)]
+
+
+def _same_test_part(report: Report) -> list[Note]:
+    """Every scheme on the test part an auto scheme was judged on: the same examples, side by side."""
+    groups: dict[tuple[str, str, str], list[tuple[str, PartScore]]] = {}
+    for a in report.accuracy:
+        part = a.parts[0] if a.parts and a.parts[0].part == "test" else a.test_part
+        if part is not None:
+            groups.setdefault((a.model, a.task, a.backend), []).append((a.scheme, part))
+    blocks: list[Note] = []
+    for (model, task, backend), scored in groups.items():
+        if len(scored) < 2:
+            continue
+        auto = next((a.test_part_of for a in report.accuracy if a.test_part_of and a.model == model
+                     and a.task == task), None)
+        lead = (f"{model} · {task} · {backend}: every scheme on the same test part"
+                f"{f' (the examples {auto} never saw)' if auto else ''}; only the auto scheme's verdict "
+                "is taken there, the others' verdicts above are the full set's:")
+        items = [f"{scheme}: {fmt_score(p.value)}, " + ("the reference" if p.drop is None else
+                 f"drop {fmt_points(p.drop)} {fmt_ci_points(p.drop_ci_low, p.drop_ci_high)} "
+                 f"{fmt_verdict(p.passed)}") for scheme, p in scored]
+        blocks.append(Note(html=esc(lead), md="\n".join([lead, *(f"- {md_escape(t)}" for t in items)])))
+        blocks.append(Note(html="".join(f"<li>{esc(t)}</li>" for t in items), tag="ul"))
+    return blocks
 
 
 def fidelity_section(report: Report) -> Section:

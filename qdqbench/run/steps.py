@@ -84,8 +84,37 @@ def score(ctx: GroupContext, cell: Cell, outputs: np.ndarray, precision: str,
                 metrics, verdict, details = p_metrics, p_verdict, p_details
         details["evaluation_parts"] = parts
         details["scored_on"] = f"test part: {len(split.test)} evaluation examples auto never chose on"
+    else:
+        compared = _auto_test_part(ctx)
+        if compared is not None:
+            auto_scheme, test = compared
+            scorer, rows = data.scorer.part(test)
+            p_metrics, p_verdict, p_details = _scored(ctx, scorer, outputs[rows],
+                                                      None if base is None else base[rows])
+            details["test_part"] = {
+                **_part_summary(f"the test part of recipe: auto scheme '{auto_scheme}' (examples it never "
+                                "saw): compare with its verdict; this scheme's verdict is the full set's",
+                                p_metrics, p_verdict, p_details),
+                "auto_scheme": auto_scheme}
     details.update(extra or {})
     return {"metrics": metrics, "verdict": verdict, "precision": precision, "details": details}
+
+
+def _auto_test_part(ctx: GroupContext) -> tuple[str, Any] | None:
+    """(scheme, test indices) of the first ``recipe: auto`` scheme of the suite that splits this
+    task's evaluation set, or None: every other scheme is scored on that test part too, so a
+    reviewer compares auto's verdict with each alternative on the same examples."""
+    from qdqbench.config.suite import dev_split_selection
+    from qdqbench.run.variants import evaluation_split
+
+    for sname, scheme in ctx.suite.schemes.items():
+        if dev_split_selection(scheme) is not None:
+            try:
+                split = evaluation_split(ctx, sname)
+            except QdqbenchError:  # the auto scheme's own cells fail with the reason; others don't
+                return None
+            return (sname, split.test) if split is not None else None
+    return None
 
 
 # What each part of a split evaluation set holds (the record and the report say it with the score).

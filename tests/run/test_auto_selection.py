@@ -111,6 +111,14 @@ def test_the_verdict_is_taken_on_examples_auto_never_saw(tiny_checkpoint, wide_g
     # The fp32 baseline keeps its verdict-free full-set record.
     fp32 = {r.cell: r for r in load_records(run_dir)}["tiny/sst2/fp32/torch/accuracy"]
     assert fp32.details["examples"] == len(keys) and "evaluation_parts" not in fp32.details
+    # ...and its score on auto's test part beside it, so the two are compared on the same examples.
+    assert fp32.details["test_part"]["auto_scheme"] == "auto"
+    assert fp32.details["test_part"]["examples"] == len(split.test)
+    assert fp32.details["test_part"]["value"] == pytest.approx(acc(out_f, split.test))
+    lead = next(i for i, x in enumerate(md.splitlines()) if "every scheme on the same test part" in x)
+    same = md.splitlines()[lead + 1:lead + 3]
+    assert same[0].startswith("- fp32: ") and same[1].startswith("- auto: ")
+    assert f"{100 * acc(out_q, split.test):.2f}" in same[1] and f"{100 * acc(out_f, split.test):.2f}" in same[0]
 
 
 def test_train_selection_never_touches_the_dev_set(tiny_checkpoint, wide_glue, tmp_path, monkeypatch):
