@@ -71,7 +71,7 @@ PROVIDER_PRECISIONS = {None: ("fp32", "int8", "fp16"), "cuda": ("fp32", "int8"),
                       "trt": ("fp32", "int8", "fp16")}
 
 _ORT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32,
-              "tensor(float16)": np.float16}
+              "tensor(float16)": np.float16, "tensor(int8)": np.int8}
 
 
 def choose_providers(precision: str, available: list[str]) -> list[Any]:

@@ -33,7 +33,7 @@ _HINTS = {"fp32": "f32", "int8": "f32", "bf16": "bf16", "fp16": "f16"}
 # Runtime-graph layer types whose precision says what the heavy math runs in.
 MATMUL_LAYERS = ("FullyConnected", "MatMul", "ScaledDotProductAttention", "Convolution", "Gemm")
 _INT8 = ("i8", "u8")
-_NP_TYPES = {"i64": np.int64, "i32": np.int32, "f32": np.float32}
+_NP_TYPES = {"i64": np.int64, "i32": np.int32, "f32": np.float32, "i8": np.int8}
 
 
 def runtime_precisions(runtime_model: Any) -> dict[str, dict[str, int]]:

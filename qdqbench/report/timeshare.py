@@ -36,10 +36,12 @@ NOTE = ("Shares of the profiled time per inference, from each engine's own profi
         "overhead, gaps between ops).")
 FLOOR_NOTE = ("× floor = mean latency over the engine's own GEMM floor at that shape: the sum over "
               "the model's linear-layer GEMMs of a one-MatMul model of each shape timed on the same "
-              "engine, threads and worker method (attention matmuls and all non-GEMM ops left "
-              "out; weights cache-hot), so 1.0 would mean nothing but GEMMs at the engine's own "
-              "GEMM speed. \"Beyond the GEMMs\" names the profiled categories that make up the "
-              "difference, largest first.")
+              "engine, threads and worker method (INT8: the faster of float and int8 input/output "
+              "per shape; attention matmuls and all non-GEMM ops left out; weights cache-hot), so "
+              "1.0 would mean nothing but GEMMs at the engine's own GEMM speed, and a ratio at or "
+              "below 1 means at the floor within the timing noise (compare the cell's spread), never "
+              "faster than the hardware. \"Beyond the GEMMs\" names the profiled categories that "
+              "make up the difference, largest first.")
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,9 @@ def where_time_goes(records: Sequence[Record]) -> Table | None:
                 beyond = sorted(((c, by_cat.get(c, 0.0)) for c in CATEGORIES if c != "matmul"),
                                 key=lambda cv: -cv[1])
                 text = ", ".join(f"{CATEGORY_TITLES[c]} {v:.3g} ms" for c, v in beyond[:3] if v > 0)
+                ratio = f.get("ratio")
+                if isinstance(ratio, (int, float)) and ratio <= 1.0:
+                    text = "at the floor within the timing noise" + (f"; {text}" if text else "")
                 row += [f.get("floor_ms"), f.get("ratio"), text]
             else:
                 row += [None, None, ""]

@@ -68,6 +68,74 @@ def test_one_matmul_models_run_as_their_precision_on_ort(tmp_path, precision, ex
     assert sess.predict({"x": x}).shape == (16, 8)
 
 
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_the_int8_io_form_computes_the_requantized_gemm(tmp_path, backend):
+    """int8 in, int8 out: DequantizeLinear · MatMul · QuantizeLinear of the model's own initializers."""
+    import onnx
+    from onnx import numpy_helper
+
+    from qdqbench.engines import get_backend
+
+    pytest.importorskip(backend)
+    path = floor.gemm_model(tmp_path / "g.onnx", 16, 32, 8, "int8", form="int8-io")
+    init = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer}
+    x_q = np.clip(np.round(np.random.default_rng(0).standard_normal((16, 32)) / init["x_scale"]), -128, 127)
+    y = (x_q * init["x_scale"]) @ (init["w_q"].astype(np.float32) * init["w_scale"])
+    expect = np.clip(np.round(y / init["y_scale"]), -128, 127)
+    session = get_backend(backend).prepare(path, "int8", [], threads=1)
+    close = np.abs(session.predict({"x": x_q.astype(np.int8)}) - expect) <= 1  # one step: float rounding
+    assert np.abs(expect).max() < 127  # the output scale leaves headroom: nothing saturates
+    if session.precision == "int8":
+        # A real int8 kernel: without VNNI (AVX2's VPMADDUBSW) pairs of products saturate at int16,
+        # which full-range int8 weights reach on a few outputs (README, "Measured here").
+        assert close.mean() >= 0.9, close.mean()
+    else:
+        assert close.all()  # run in float (ONNX Runtime does not fuse int8-in/int8-out on x86)
+
+
+def _fake_worker(times: dict[str, tuple[float, str]]):
+    """A measure_in_subprocess stand-in: per form (by model file name) a mean and engine precision."""
+    from qdqbench.engines.timing import LatencyStats
+
+    def worker(backend, model, precision, feeds, settings, **kw):
+        form = "int8-io" if "int8io" in Path(model).name else "float-io"
+        if times[form] is None:
+            raise BackendError(f"{form} refused")
+        mean, prec = times[form]
+        return (LatencyStats(samples_ms=[mean] * 5, wall_s=mean * 5e-3, batch=1, seq=1, warmup_iters=0,
+                             method="fake"), {"precision": prec})
+    return worker
+
+
+def test_gemm_floor_keeps_the_fastest_int8_form_the_engine_ran_in_int8(tiny, tmp_path, monkeypatch):
+    monkeypatch.setattr("qdqbench.engines.timing.measure_in_subprocess",
+                        _fake_worker({"float-io": (2.0, "int8"), "int8-io": (1.5, "int8")}))
+    out = floor.gemm_floor(tiny["qdq"], "openvino", "int8", 2, 8, FAST, threads=1, options=None,
+                           cache_dir=tmp_path / "a")
+    assert all(g["form"] == "int8-io" and g["mean_ms"] == 1.5 for g in out["gemms"])
+    assert all(g["forms"] == {"float-io": 2.0, "int8-io": 1.5} for g in out["gemms"])
+    assert out["floor_ms"] == pytest.approx(6 * 1.5)
+    # A form the engine ran in float is no INT8 floor: recorded, left out.
+    monkeypatch.setattr("qdqbench.engines.timing.measure_in_subprocess",
+                        _fake_worker({"float-io": (2.0, "int8"), "int8-io": (0.5, "fp32 (Q/DQ not fused)")}))
+    out = floor.gemm_floor(tiny["qdq"], "onnxruntime", "int8", 2, 8, FAST, threads=1, options=None,
+                           cache_dir=tmp_path / "b")
+    assert all(g["form"] == "float-io" and g["forms"]["int8-io"] == "ran as fp32 (Q/DQ not fused)"
+               for g in out["gemms"])
+    # A form the engine refuses: recorded; none left: one line naming the shape and each reason.
+    monkeypatch.setattr("qdqbench.engines.timing.measure_in_subprocess",
+                        _fake_worker({"float-io": (2.0, "int8"), "int8-io": None}))
+    out = floor.gemm_floor(tiny["qdq"], "openvino", "int8", 2, 8, FAST, threads=1, options=None,
+                           cache_dir=tmp_path / "c")
+    assert all(g["form"] == "float-io" and "int8-io refused" in g["forms"]["int8-io"] for g in out["gemms"])
+    monkeypatch.setattr("qdqbench.engines.timing.measure_in_subprocess",
+                        _fake_worker({"float-io": (2.0, "fp32"), "int8-io": None}))
+    with pytest.raises(BackendError, match=r"GEMM floor int8-m16k32n32 on openvino: float-io: ran as fp32; "
+                                           r"int8-io: .*int8-io refused"):
+        floor.gemm_floor(tiny["qdq"], "openvino", "int8", 2, 8, FAST, threads=1, options=None,
+                         cache_dir=tmp_path / "d")
+
+
 def test_gemm_floor_times_each_shape_once_and_caches(tiny, tmp_path, monkeypatch):
     out = floor.gemm_floor(tiny["qdq"], "onnxruntime", "int8", 2, 8, FAST, threads=1, options=None,
                            cache_dir=tmp_path / "floor")

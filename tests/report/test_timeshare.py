@@ -57,6 +57,10 @@ def test_floor_columns_and_what_makes_up_the_difference():
     assert int8["beyond_gemms"] == "attention 1 ms, Q/DQ 1 ms, LayerNorm 0.5 ms"
     assert fp32["x_floor"] is None and fp32["beyond_gemms"] == ""
     assert any("floor" in n for n in table.notes)
+    # At (or below) the floor: said in words, never read as faster than the hardware.
+    at = timeshare.where_time_goes([_lat("int8-max", "ptq", INT8, floor={**floor, "ratio": 0.97})])
+    row = dict(zip(at.columns, at.rows[0]))
+    assert row["beyond_gemms"] == "at the floor within the timing noise; attention 1 ms, Q/DQ 1 ms, LayerNorm 0.5 ms"
 
 
 def test_unprofiled_cells_are_named_in_a_note_and_no_profile_means_no_table():
