@@ -194,19 +194,37 @@ def test_greedy_partial_finds_the_minimal_float_set_and_counts_evaluations():
     assert result.passed and result.minimal
     assert [p.name for p in result.float_parts] == ["layer.0.matmul", "layer.2.linear"]
     assert result.evaluations == len(calls) == len(set(calls))  # each float set evaluated once
-    # forward: +1.residual, +0.matmul, (all.linear skipped: group kind), +0.linear, +2.linear -> pass (4);
-    # prune: -2.linear (the forward's 3rd set: cached, fail), -0.linear passes, -2.linear (the forward's
+    # forward (all.linear skipped: group kind), galloping over prefix lengths 1, 2, 4 (passes), then
+    # bisecting 3 (fails): the shortest passing prefix is 1.residual, 0.matmul, 0.linear, 2.linear (4);
+    # prune: -2.linear (the forward's 4th set: cached, fail), -0.linear passes, -2.linear (the forward's
     # 2nd set: cached, fail), -0.matmul fails, -1.residual passes; then 2.linear and 0.matmul are tried
     # against the final set (fail, fail): 5 new evaluations, 2 cached
     assert result.evaluations == 4 + 5
     assert len(result.trace) == 4 + 7 and sum(t["cached"] for t in result.trace) == 2
-    assert [t["step"] for t in result.trace].count("add") == 4
+    forward = [(t["step"], t["float_parts"]) for t in result.trace[:4]]
+    assert forward == [("add", ["layer.1.residual"]), ("add", ["layer.1.residual", "layer.0.matmul"]),
+                       ("add", ["layer.1.residual", "layer.0.matmul", "layer.0.linear", "layer.2.linear"]),
+                       ("bisect", ["layer.1.residual", "layer.0.matmul", "layer.0.linear"])]
     assert all(q.mode != "disabled" for _, q in quantizers(model))  # modes restored
     fresh = quantize_bert(tiny(3), QDQSettings(skip=result.patterns))
     assert meets_bound(fresh)[0]
     record = result.to_dict()
     json.dumps(record, allow_nan=False)
     assert record["minimality"] == MINIMALITY_NOTE and "not guarantee the smallest" in MINIMALITY_NOTE
+
+
+def test_greedy_partial_gallops_to_a_part_ranked_last():
+    """A needed part ranked last of n: log2(n) forward evaluations, not n."""
+    model = quantize_bert(tiny(3), QDQSettings())
+    parts = {p.name: p for p in find_parts(model) if p.kind == "layer"}
+    ranking = [parts[n] for n in sorted(parts) if n != "layer.2.matmul"] + [parts["layer.2.matmul"]]
+    assert len(ranking) == 9
+    meets_bound, calls, _ = bound_needing(model, ["layer.2.matmul"])
+    result = greedy_partial(model, ranking, meets_bound)
+    assert result.passed and result.minimal and [p.name for p in result.float_parts] == ["layer.2.matmul"]
+    forward = [len(t["float_parts"]) for t in result.trace if t["step"] in ("add", "bisect")]
+    assert forward == [1, 2, 4, 8, 9]  # 8 fails, 9 passes: nothing left to bisect
+    assert result.evaluations == len(calls) == len(set(calls))  # each float set evaluated once
 
 
 def test_greedy_partial_respects_its_evaluation_limit_and_returns_the_best_set():
