@@ -1296,6 +1296,8 @@ class _Search:
         chosen, selection, timing = self.choose()
         model = chosen.model
         assert model is not None
+        if not chosen.passed:
+            self.notes.extend(_too_wide_note(self.candidates))
         part_costs = None
         if chosen.float_parts and self.latency_fn is not None:
             part_costs = _float_part_costs(chosen, self.latency_fn, self.latency_cache)
@@ -1323,6 +1325,24 @@ class _Search:
             stop_reason=self.stop_reason, notes=self.notes, float_part_costs=part_costs, timing=timing,
             search_space={"granularity": self.granularity, "group_calibrators": self.group_choice},
         )
+
+
+def _too_wide_note(candidates: Sequence[_Candidate]) -> list[str]:
+    """Why ``ci-upper`` accepted nothing when every interval's upper half is wider than the
+    allowed drop: then only a variant clearly better than fp32 could pass, whatever its quality."""
+    spans = [(e["drop_ci_high"] - e["drop"], e["allowed_drop"]) for e in (c.evidence for c in candidates)
+             if e.get("rule") == "ci-upper" and None not in (e.get("drop"), e.get("drop_ci_high"),
+                                                             e.get("allowed_drop"))]
+    if not spans:
+        return []
+    narrowest, allowed = min(spans)
+    if narrowest <= allowed:
+        return []
+    return [f"accept: ci-upper accepted no candidate: on this selection data the narrowest upper half of "
+            f"a drop interval is {100 * narrowest:.2f} pts, wider than the allowed drop "
+            f"({100 * allowed:.2f} pts), so only a variant scoring {100 * (narrowest - allowed):.2f} pts "
+            "above fp32 could pass; a larger selection part (auto.selection.fraction) narrows it, "
+            "accept: point decides on the value alone"]
 
 
 def _structure_latency(model: nn.Module, float_names: frozenset[str], latency_fn: Callable[[nn.Module], float | None],

@@ -664,3 +664,21 @@ def test_residual_qdq_stays_without_a_latency_measurement():
     r = auto_recipe(fake.calibrate, fake.meets_bound, calibrators=["max"], residual_by_speed=True)
     assert r.name == "ptq:max" and not any(t["stage"] == "no-residual" for t in r.trace)
     assert any("residual-add Q/DQ kept without a measurement" in n for n in r.notes)
+
+
+def test_a_selection_part_too_small_for_ci_upper_is_named_in_a_note():
+    """MRPC's 204 selection examples: every interval's upper half (≈ 2.3 pts) is wider than the
+    0.85-pt allowed drop, so ci-upper can accept nothing; the record says so and what to change."""
+    from types import SimpleNamespace
+
+    from qdqbench.quant.auto import BoundCheck, _too_wide_note
+
+    def cand(drop, high, allowed=0.0085):
+        return SimpleNamespace(evidence=BoundCheck(False, 0.85, rule="ci-upper", drop=drop,
+                                                   drop_ci=(drop - 0.02, high), allowed=allowed).evidence())
+
+    (note,) = _too_wide_note([cand(-0.0075, 0.0155), cand(0.01, 0.04)])
+    assert "narrowest upper half of a drop interval is 2.30 pts" in note and "allowed drop (0.85 pts)" in note
+    assert "1.45 pts above fp32" in note and "auto.selection.fraction" in note
+    assert _too_wide_note([cand(0.0, 0.005)]) == []  # an interval narrow enough: the rule could accept
+    assert _too_wide_note([SimpleNamespace(evidence=BoundCheck(False, 0.8).evidence())]) == []  # point rule
