@@ -667,7 +667,7 @@ def test_residual_qdq_stays_without_a_latency_measurement():
 
 
 def test_a_selection_part_too_small_for_ci_upper_is_named_in_a_note():
-    """MRPC's 204 selection examples: every interval's upper half (≈ 2.3 pts) is wider than the
+    """MRPC's 213 selection examples: every interval's upper half (≈ 2.3 pts) is wider than the
     0.85-pt allowed drop, so ci-upper can accept nothing; the record says so and what to change."""
     from types import SimpleNamespace
 
