@@ -1191,8 +1191,13 @@ class _Search:
                                    group_calibrators=base.group_calibrators, evaluations=1, seconds=secs), check)
         assert self.sens is not None
         kinds = ("quantizer",) if self.granularity == "quantizer" else ("layer",)
+        # The first partial search leaves one evaluation for QAT, which keeps the whole model in
+        # INT8: a long float-set search must not spend the budget it needs (MRPC did).
+        limit = None
+        if stage == "partial" and self.qat_fn is not None and self.budget.max_evaluations is not None:
+            limit = max(self.budget.max_evaluations - self.budget.evaluations - 1, 0)
         return greedy_partial(model, self.sens, self.meets_bound, budget=self.budget, on_evaluation=seen,
-                              kinds=kinds)
+                              kinds=kinds, max_evaluations=limit)
 
     def qat_not_faster(self, base: _Candidate) -> bool:
         """Whether measured latency says full INT8 (what QAT keeps) is slower than a passing partial

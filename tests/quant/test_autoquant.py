@@ -329,6 +329,16 @@ def test_auto_never_reports_a_failing_candidate_as_passed():
     assert r.selection.startswith("nothing met the bound")
 
 
+def test_the_partial_search_leaves_one_evaluation_for_qat():
+    fake = Fake({"qat": 0.93})  # no float set passes; QAT does
+    budget = Budget(max_evaluations=8)
+    r = auto_recipe(fake.calibrate, fake.meets_bound, score_fn=fake.score, qat_fn=fake.qat, budget=budget,
+                    threshold=0.9)
+    stages = [t["stage"] for t in r.trace if t["value"] is not None]
+    assert stages == ["ptq"] * 5 + ["partial"] * 2 + ["qat"] and budget.evaluations == 8
+    assert r.passed and r.name.startswith("qat:") and r.description["float_parts"] == []
+
+
 def test_auto_keeps_the_best_calibrator_among_passing_full_int8_and_stops_there():
     fake = Fake({"max": 0.7, "percentile-99.99": 0.92, "entropy": 0.95, "mse": 0.5}, need=("layer.0.linear",))
     r = auto_recipe(fake.calibrate, fake.meets_bound, score_fn=fake.score, qat_fn=fake.qat, threshold=0.9)
