@@ -602,10 +602,10 @@ def greedy_partial(
     found by galloping then bisection (``_add_until_passing``). Backward (``prune``): try
     quantizing each float part again (least harmful first) and keep that when the bound still
     holds; repeat until every remaining part has been tried against the final set, so the result
-    is 1-minimal (``minimal``). Each
-    distinct float set is evaluated at most once; evaluations stop at ``max_evaluations`` or the
-    shared ``budget``. Without a passing set the result is the best-valued set tried. The model's
-    modes are restored; ``on_evaluation(parts, check, seconds)`` sees every evaluation.
+    is 1-minimal (``minimal``). Each distinct float set is evaluated at most once; evaluations
+    stop at ``max_evaluations`` or the shared ``budget``. Without a passing set the result is the
+    best-valued set tried. The model's modes are restored; ``on_evaluation(parts, check,
+    seconds)`` sees every evaluation.
     """
     if isinstance(ranking, SensitivityResult):
         parts = ranking.ranking(kinds)

@@ -76,9 +76,7 @@ def score(ctx: GroupContext, cell: Cell, outputs: np.ndarray, precision: str,
         parts: dict[str, Any] = {"verdict_on": "test", "split": split.describe(),
                                  "full": _part_summary(PART_CONTENTS["full"], metrics, verdict, details)}
         for name, idx in (("selection", split.selection), ("test", split.test)):
-            scorer, rows = data.scorer.part(idx)
-            p_metrics, p_verdict, p_details = _scored(ctx, scorer, outputs[rows],
-                                                      None if base is None else base[rows])
+            p_metrics, p_verdict, p_details = _scored_part(ctx, outputs, base, idx)
             parts[name] = _part_summary(PART_CONTENTS[name], p_metrics, p_verdict, p_details)
             if name == "test":
                 metrics, verdict, details = p_metrics, p_verdict, p_details
@@ -88,9 +86,7 @@ def score(ctx: GroupContext, cell: Cell, outputs: np.ndarray, precision: str,
         compared = _auto_test_part(ctx)
         if compared is not None:
             auto_scheme, test = compared
-            scorer, rows = data.scorer.part(test)
-            p_metrics, p_verdict, p_details = _scored(ctx, scorer, outputs[rows],
-                                                      None if base is None else base[rows])
+            p_metrics, p_verdict, p_details = _scored_part(ctx, outputs, base, test)
             details["test_part"] = {
                 **_part_summary(f"the test part of recipe: auto scheme '{auto_scheme}' (examples it never "
                                 "saw): compare with its verdict; this scheme's verdict is the full set's",
@@ -98,6 +94,12 @@ def score(ctx: GroupContext, cell: Cell, outputs: np.ndarray, precision: str,
                 "auto_scheme": auto_scheme}
     details.update(extra or {})
     return {"metrics": metrics, "verdict": verdict, "precision": precision, "details": details}
+
+
+def _scored_part(ctx: GroupContext, outputs: np.ndarray, base: np.ndarray | None, indices):
+    """``_scored`` on the evaluation examples ``indices`` only (fp32 on the same examples)."""
+    scorer, rows = ctx.data.scorer.part(indices)
+    return _scored(ctx, scorer, outputs[rows], None if base is None else base[rows])
 
 
 def _auto_test_part(ctx: GroupContext) -> tuple[str, Any] | None:
