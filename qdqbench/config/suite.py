@@ -181,6 +181,10 @@ class AutoSpec(_Strict):
     # it must stay within 75% of the bound there); applies under either ``accept`` rule.
     headroom: float = Field(0.0, ge=0, lt=1)
     target_backend: str | None = None  # engine whose latency decides; default: the first engine
+    # Where a candidate's score on the selection data comes from: "torch", its fake-quant torch
+    # model; "engine", its ONNX export run on the target engine — the numerics that ship, and on a
+    # CPU engine several times faster than fake-quant torch for long inputs (SQuAD's 384 tokens).
+    score_on: Literal["torch", "engine"] = "torch"
     # Passing Q/DQ structures are timed this many times, interleaved (round-robin), before the
     # fastest median is chosen; a difference inside the rounds' spread is a tie (fewer float parts win).
     timing_rounds: int = Field(3, ge=1, le=20)
@@ -526,6 +530,9 @@ class Suite(_Strict):
             if target is not None and (target == "torch" or target not in self.backends):
                 problems.append(f"schemes.{k}.auto.target_backend: '{target}' is not one of the suite's engines"
                                 f"{did_you_mean(target, [b for b in self.backends if b != 'torch'])}")
+            if s.auto is not None and s.auto.score_on == "engine" and self.backends == ["torch"]:
+                problems.append(f"schemes.{k}.auto.score_on: 'engine' needs an engine in backends "
+                                "(the suite has only torch)")
         peers = [k for k, s in self.schemes.items() if s.is_peer]
         if peers and self.backends == ["torch"]:
             problems.append(f"schemes.{peers[0]}: a peer recipe runs on an engine; add one to backends")

@@ -337,6 +337,19 @@ class RecipeTrace:
     full_int8_ms: float | None = None  # the chosen variant with all its parts in INT8
     chosen_ms: float | None = None
     part_costs: tuple[PartCost, ...] = ()
+    scored_on: str | None = None  # where the candidates' values come from (fake-quant torch, an engine)
+
+
+def fmt_scored_on(scored: Any) -> str | None:
+    """'candidates scored on onnxruntime (int8)' / '... in fake-quant torch' from ``details.recipe.scored_on``."""
+    if not isinstance(scored, Mapping):
+        return None
+    if scored.get("where") == "engine":
+        precision = scored.get("precision")
+        return f"candidates scored on {scored.get('engine') or '?'}" + (f" ({precision})" if precision else "")
+    if scored.get("where") == "torch":
+        return "candidates scored in fake-quant torch"
+    return None
 
 
 PART_COST_HEADERS = ("Float part", "Quantizers", "Latency (ms)", "Cost (ms)")
@@ -413,6 +426,7 @@ def recipe_traces(records: Sequence[Record]) -> list[RecipeTrace]:
                 full_int8_ms=_num(costs.get("full_int8")),
                 chosen_ms=_num(costs.get("chosen")),
                 part_costs=part_costs,
+                scored_on=fmt_scored_on(recipe.get("scored_on")),
             )
         )
     return traces

@@ -534,6 +534,8 @@ def _trace_blocks(report: Report) -> list:
             facts.append(f"threshold {esc(fmt_score(t.threshold))}")
         if t.selection:
             facts.append(esc(t.selection))
+        if t.scored_on:
+            facts.append(esc(t.scored_on))
         where = f"{esc(t.model)} · {esc(t.task)} · {esc(t.scheme)}"
         md_where = f"{md_escape(t.model)} · {md_escape(t.task)} · {md_escape(t.scheme)}"
         table = Table(f"tracetable-{t.anchor}", columns, rows)
@@ -545,7 +547,8 @@ def _trace_blocks(report: Report) -> list:
                 Table(table.table_id, columns, rows, formats=HTML),
                 *_part_cost_blocks(t),
             )),
-            Heading(md=f"### What the auto recipe tried: {md_where}\nChosen: **{md_escape(t.chosen or DASH)}**."),
+            Heading(md=f"### What the auto recipe tried: {md_where}\nChosen: **{md_escape(t.chosen or DASH)}**"
+                       + (f"; {md_escape(t.scored_on)}." if t.scored_on else ".")),
             Table(table.table_id, columns, rows, formats=MD),
             *(_md_only(b) for b in _part_cost_blocks(t)),
         ]

@@ -1,5 +1,6 @@
 """What the steps of one model × task group share: the suite, the run folder's paths, the
-prepared task, the records finished so far, and the scheme's lazily built variant."""
+prepared task, the records finished so far, the scheme's lazily built variant, and the torch
+outputs every verdict compares with (``baseline_outputs``; ``recipe: auto`` reads them too)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from qdqbench.config.suite import Cell, SchemeSpec, Suite
 from qdqbench.core.errors import one_line
+from qdqbench.core.files import save_atomic
 from qdqbench.core.results import Record
 from qdqbench.run.paths import RunPaths
 from qdqbench.tasks.base import PreparedTask
@@ -132,3 +134,25 @@ def npz_readable(path: Path) -> bool:
 def cell_of(cell: Cell, *, scheme: str | None = None, backend: str | None = None, kind: str | None = None) -> Cell:
     """``cell`` with some of scheme, backend and kind replaced (a dependency's cell)."""
     return Cell(cell.model, cell.task, scheme or cell.scheme, backend or cell.backend, kind or cell.kind)
+
+
+def torch_outputs(ctx: GroupContext, scheme: str, variant: Lazy) -> np.ndarray:
+    """The scheme's torch outputs on the evaluation set (kept as an artifact for a resumed run)."""
+    from qdqbench.tasks.evaluate import run_batches, torch_forward
+
+    if scheme in ctx.outputs:
+        return ctx.outputs[scheme]
+    path = ctx.artifacts(scheme) / "torch-outputs.npy"
+    out = load_npy(path) if path.exists() else None
+    if out is None:
+        data = ctx.data
+        out = run_batches(data.eval_inputs, ctx.eval_batch_size, torch_forward(variant.get().model, data.output),
+                          reduce=data.reduce)
+        save_atomic(path, lambda fh: np.save(fh, out))
+    ctx.outputs[scheme] = out
+    return out
+
+
+def baseline_outputs(ctx: GroupContext) -> np.ndarray:
+    """The fp32 model's torch outputs (what every verdict and fidelity figure compares with)."""
+    return torch_outputs(ctx, ctx.suite.baseline_scheme, Lazy(lambda: Variant(ctx.data.model, {})))

@@ -22,39 +22,17 @@ from qdqbench.run.context import (
     CellFailure,
     GroupContext,
     Lazy,
-    Variant,
+    baseline_outputs,
     cell_of,
-    load_npy,
     npz_readable,
     timing_settings,
+    torch_outputs,
 )
 
 Step = Callable[[GroupContext, Cell, Lazy], dict[str, Any]]
 
 
 # --------------------------------------------------------------------------- torch outputs and scores
-
-
-def torch_outputs(ctx: GroupContext, scheme: str, variant: Lazy) -> np.ndarray:
-    """The scheme's torch outputs on the evaluation set (kept as an artifact for a resumed run)."""
-    from qdqbench.tasks.evaluate import run_batches, torch_forward
-
-    if scheme in ctx.outputs:
-        return ctx.outputs[scheme]
-    path = ctx.artifacts(scheme) / "torch-outputs.npy"
-    out = load_npy(path) if path.exists() else None
-    if out is None:
-        data = ctx.data
-        out = run_batches(data.eval_inputs, ctx.eval_batch_size, torch_forward(variant.get().model, data.output),
-                          reduce=data.reduce)
-        save_atomic(path, lambda fh: np.save(fh, out))
-    ctx.outputs[scheme] = out
-    return out
-
-
-def baseline_outputs(ctx: GroupContext) -> np.ndarray:
-    """The fp32 model's torch outputs (what every verdict and fidelity figure compares with)."""
-    return torch_outputs(ctx, ctx.suite.baseline_scheme, Lazy(lambda: Variant(ctx.data.model, {})))
 
 
 def score(ctx: GroupContext, cell: Cell, outputs: np.ndarray, precision: str,

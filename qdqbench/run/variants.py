@@ -19,7 +19,7 @@ from qdqbench.config.suite import QATSpec, SchemeSpec
 from qdqbench.core.errors import QdqbenchError
 from qdqbench.core.files import save_atomic, write_json_atomic
 from qdqbench.core.memory import NOT_AVAILABLE, peak_rss_mb
-from qdqbench.run.context import GroupContext, Variant, threads, timing_settings
+from qdqbench.run.context import GroupContext, Variant, baseline_outputs, threads, timing_settings
 
 
 def calibration_spec(scheme: SchemeSpec):
@@ -189,9 +189,9 @@ def selection_data(ctx: GroupContext, sname: str):
     auto = ctx.scheme(sname).auto
     split = evaluation_split(ctx, sname)
     if split is not None:
-        inputs, scorer, _ = ctx.data.eval_part(split.selection)
+        inputs, scorer, rows = ctx.data.eval_part(split.selection)
         return inputs, scorer, {
-            "source": "dev-split", **split.describe(),
+            "source": "dev-split", **split.describe(), "rows": rows,
             "description": (f"{len(split.selection)} of {len(split.selection) + len(split.test)} evaluation examples "
                             f"(stable hash split, fraction {split.fraction:g}, seed {split.seed}); the verdict is "
                             f"taken on the other {len(split.test)}, which auto never saw")}
@@ -215,10 +215,24 @@ def auto_recipe(ctx: GroupContext, sname: str, settings, batches, artifacts: Pat
     # The accept rule needs an interval even where the suite's reports skip them (bootstrap: 0).
     resamples = acc.bootstrap or 1000
 
-    def predictions(model):
-        return scorer.predictions(run_batches(selection, bs, torch_forward(model, data.output), reduce=data.reduce))
+    rows = where.pop("rows", None)
+    if auto.score_on == "engine":
+        target = target_engine(ctx.suite, auto)
+        outputs = EngineOutputs(ctx, target, selection, artifacts / "auto")
+        # The verdict's own baseline (fp32 torch over the whole evaluation set, computed once per
+        # group and kept as an artifact) on the selection rows; on a train slice, fp32 torch there.
+        base_out = (baseline_outputs(ctx)[rows] if rows is not None
+                    else run_batches(selection, bs, torch_forward(data.model, data.output), reduce=data.reduce))
+    else:
+        def outputs(model):
+            return run_batches(selection, bs, torch_forward(model, data.output), reduce=data.reduce)
 
-    base_preds = predictions(data.model)
+        base_out = outputs(data.model)
+
+    def predictions(model):
+        return scorer.predictions(outputs(model))
+
+    base_preds = scorer.predictions(base_out)
     fn, base_p, labels = scorer.bootstrap_inputs(base_preds, metric)
 
     def score(model):
@@ -256,11 +270,61 @@ def auto_recipe(ctx: GroupContext, sname: str, settings, batches, artifacts: Pat
     info["selection_split"] = where["description"]
     info["selection_data"] = where
     info["selection_bound"] = {"bound": meets.bound, "mode": meets.mode, "headroom": auto.headroom}
+    info["scored_on"] = (
+        {"where": "engine", "engine": outputs.engine, "precision": outputs.precision, "candidates": outputs.runs,
+         "baseline": "fp32 torch (the verdict's baseline)"}
+        if auto.score_on == "engine" else {"where": "torch", "precision": "fake-quant (fp32 arithmetic)"})
     info["accept"] = {"rule": auto.accept, "bootstrap_resamples": resamples if auto.accept == "ci-upper" else None,
                       "meaning": ("upper end of the paired 95% bootstrap interval of the drop on the selection "
                                   "data within the bound" if auto.accept == "ci-upper"
                                   else "the drop's point estimate within the bound")}
     return result.model, info
+
+
+def target_engine(suite, auto) -> str | None:
+    """The engine ``recipe: auto`` times (and scores on, with ``score_on: engine``): its
+    ``target_backend``, else the suite's first engine; None for a torch-only suite."""
+    engines = [b for b in suite.backends if b != "torch"]
+    return auto.target_backend or (engines[0] if engines else None)
+
+
+class EngineOutputs:
+    """``recipe: auto``'s ``score_on: engine``: a candidate's outputs on ``inputs`` from the target
+    engine itself — exported to ONNX, built with the engine's Q/DQ request (its INT8 path), run at
+    the task's evaluation batch size, the export removed after. An engine that cannot take a
+    candidate is a QdqbenchError naming the candidate and the engine (the auto cell fails with it).
+    """
+
+    def __init__(self, ctx: GroupContext, engine: str, inputs, folder: Path):
+        self.ctx, self.engine, self.inputs, self.folder = ctx, engine, inputs, folder
+        self.precision: str | None = None
+        self.runs = 0
+
+    def __call__(self, model) -> np.ndarray:
+        import torch
+
+        from qdqbench.core.results import Shape
+        from qdqbench.engines import available_backend, engine_request
+        from qdqbench.quant.export import export_onnx
+        from qdqbench.tasks.evaluate import run_batches
+
+        ctx, data = self.ctx, self.ctx.data
+        self.runs += 1
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"scored-{self.runs}.onnx"
+        request = engine_request(self.engine, "qdq")
+        shapes = [Shape(batch=b, seq=s) for b in ctx.suite.shapes.batch for s in ctx.suite.shapes.seq]
+        _, sample = data.eval_inputs.batches(2)[0]
+        try:
+            export_onnx(model, path, {k: torch.from_numpy(v) for k, v in sample.items()}, output=data.output)
+            session = available_backend(self.engine).prepare(path, request.precision, shapes, threads=ctx.threads,
+                                                             **request.options)
+            self.precision = session.precision
+            return run_batches(self.inputs, ctx.eval_batch_size, session.predict, reduce=data.reduce)
+        except QdqbenchError as exc:
+            raise QdqbenchError(f"recipe: auto candidate {self.runs} on {self.engine}: {exc}") from exc
+        finally:
+            path.unlink(missing_ok=True)
 
 
 def candidate_latency(ctx: GroupContext, auto, artifacts: Path):
@@ -269,8 +333,7 @@ def candidate_latency(ctx: GroupContext, auto, artifacts: Path):
     Returns the median latency in ms, timed with the suite's settings in a worker process.
     """
     suite, data = ctx.suite, ctx.data
-    engines = [b for b in suite.backends if b != "torch"]
-    target = auto.target_backend or (engines[0] if engines else None)
+    target = target_engine(suite, auto)
     if target is None:
         return None
     from qdqbench.engines import engine_request

@@ -108,6 +108,7 @@ def test_the_verdict_is_taken_on_examples_auto_never_saw(tiny_checkpoint, wide_g
     assert f"test part ({len(split.test)} examples: evaluation examples recipe: auto never saw" in line
     assert f"selection part ({len(split.selection)} examples" in line and f"full set ({len(keys)} examples" in line
     assert "test part" in (run_dir / "report.html").read_text(encoding="utf-8")
+    assert "; candidates scored in fake-quant torch." in md
     # The fp32 baseline keeps its verdict-free full-set record.
     fp32 = {r.cell: r for r in load_records(run_dir)}["tiny/sst2/fp32/torch/accuracy"]
     assert fp32.details["examples"] == len(keys) and "evaluation_parts" not in fp32.details
@@ -208,3 +209,57 @@ def test_a_squad_dev_set_too_small_to_split_is_a_validate_error_naming_the_task(
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("schemes.auto.auto.selection.fraction: task 'squad'")
     assert "of 12 evaluation examples" in line
+
+
+def test_score_on_engine_scores_each_candidate_on_the_engine_it_ships_on(tiny_checkpoint, wide_glue, tmp_path,
+                                                                          monkeypatch):
+    """score_on: engine: the candidates' selection scores are the ONNX Runtime INT8 engine's, paired
+    with the verdict's own fp32 torch baseline; the chosen model's engine cell reproduces them."""
+    from qdqbench.engines.onnxruntime import OnnxRuntimeBackend
+
+    prepared: list[str] = []
+    original = OnnxRuntimeBackend.prepare
+
+    def spy(self, path, precision, *args, **kwargs):
+        prepared.append(Path(path).name)
+        return original(self, path, precision, *args, **kwargs)
+
+    monkeypatch.setattr(OnnxRuntimeBackend, "prepare", spy)
+    suite = _suite(tmp_path, tiny_checkpoint, wide_glue, {"selection": {"source": "dev-split", "fraction": 0.5},
+                                                          "score_on": "engine", "partial": False, "weight_bits": [],
+                                                          "group_calibrators": False, "residual": "keep"})
+    doc = yaml.safe_load(suite.read_text(encoding="utf-8"))
+    doc["backends"], doc["shapes"] = ["torch", "onnxruntime"], {"batch": [1], "seq": [16]}
+    doc["timing"] = {"warmup_s": 0, "warmup_iters": 1, "min_iters": 3, "min_duration_s": 0, "best_fp32": False}
+    suite.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    out = tmp_path / "runs"
+    assert main(["run", str(suite), "--out", str(out), "--quiet"]) == 0
+    run_dir = _only_run_dir(out)
+    recs = {r.cell: r for r in load_records(run_dir)}
+    torch_rec, ort_rec = recs["tiny/sst2/auto/torch/accuracy"], recs["tiny/sst2/auto/onnxruntime/accuracy"]
+    assert torch_rec.status == "ok" and ort_rec.status == "ok"
+    recipe = torch_rec.details["recipe"]
+    scored = recipe["scored_on"]
+    assert scored["where"] == "engine" and scored["engine"] == "onnxruntime" and scored["precision"] == "int8"
+    evaluated = [t for t in recipe["trace"] if t["value"] is not None]
+    assert scored["candidates"] == len(evaluated) >= 1
+    # Each candidate was built on the engine under its own name before the cells' exports were.
+    scored_files = [n for n in prepared if n.startswith("scored-")]
+    assert scored_files == [f"scored-{i}.onnx" for i in range(1, len(evaluated) + 1)]
+    assert not list((run_dir / "artifacts/tiny/sst2/auto/auto").glob("scored-*.onnx"))  # removed after use
+    # The chosen (only) candidate's selection score is what its engine cell measures on the selection part.
+    (chosen,) = evaluated
+    parts = ort_rec.details["evaluation_parts"]
+    assert chosen["value"] == pytest.approx(parts["selection"]["value"])
+    # The report's trace says where the candidates were scored.
+    md = (run_dir / "report.md").read_text(encoding="utf-8")
+    assert "; candidates scored on onnxruntime (int8)." in md
+
+
+def test_score_on_engine_without_an_engine_is_a_validate_error(make_tiny_suite, capsys):
+    suite = make_tiny_suite(backends=["torch"], schemes={
+        "fp32": {"kind": "fp32"},
+        "a": {"recipe": "auto", "auto": {"score_on": "engine", "selection": {"source": "train"}}}})
+    assert main(["validate", str(suite)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "schemes.a.auto.score_on: 'engine' needs an engine in backends" in line
