@@ -212,7 +212,7 @@ def auto_recipe(ctx: GroupContext, sname: str, settings, batches, artifacts: Pat
     data, auto, bs, acc = ctx.data, scheme.auto, ctx.eval_batch_size, ctx.suite.accuracy
     selection, scorer, where = selection_data(ctx, sname)
     metric = data.task.primary_metric
-    # The accept rule needs an interval even where the suite's reports skip them (bootstrap: 0).
+    # The trace's intervals are needed even where the suite's reports skip them (bootstrap: 0).
     resamples = acc.bootstrap or 1000
 
     rows = where.pop("rows", None)
@@ -236,10 +236,10 @@ def auto_recipe(ctx: GroupContext, sname: str, settings, batches, artifacts: Pat
     fn, base_p, labels = scorer.bootstrap_inputs(base_preds, metric)
 
     def score(model):
+        # The paired interval of the drop goes in the trace under either rule; only ci-upper
+        # decides by it (under point it shows how far the point estimate can be trusted).
         preds = predictions(model)
         value = scorer.scores(preds)[metric]
-        if auto.accept == "point":
-            return value
         _, p, _ = scorer.bootstrap_inputs(preds, metric)
         _, low, high = paired_bootstrap_delta(fn, base_p, p, labels, n_resamples=resamples, seed=ctx.suite.seed)
         return value, (low, high)
@@ -274,7 +274,7 @@ def auto_recipe(ctx: GroupContext, sname: str, settings, batches, artifacts: Pat
         {"where": "engine", "engine": outputs.engine, "precision": outputs.precision, "candidates": outputs.runs,
          "baseline": "fp32 torch (the verdict's baseline)"}
         if auto.score_on == "engine" else {"where": "torch", "precision": "fake-quant (fp32 arithmetic)"})
-    info["accept"] = {"rule": auto.accept, "bootstrap_resamples": resamples if auto.accept == "ci-upper" else None,
+    info["accept"] = {"rule": auto.accept, "bootstrap_resamples": resamples,
                       "meaning": ("upper end of the paired 95% bootstrap interval of the drop on the selection "
                                   "data within the bound" if auto.accept == "ci-upper"
                                   else "the drop's point estimate within the bound")}

@@ -227,7 +227,8 @@ def test_score_on_engine_scores_each_candidate_on_the_engine_it_ships_on(tiny_ch
     monkeypatch.setattr(OnnxRuntimeBackend, "prepare", spy)
     suite = _suite(tmp_path, tiny_checkpoint, wide_glue, {"selection": {"source": "dev-split", "fraction": 0.5},
                                                           "score_on": "engine", "partial": False, "weight_bits": [],
-                                                          "group_calibrators": False, "residual": "keep"})
+                                                          "group_calibrators": False, "residual": "keep",
+                                                          "accept": "point", "headroom": 0.25})
     doc = yaml.safe_load(suite.read_text(encoding="utf-8"))
     doc["backends"], doc["shapes"] = ["torch", "onnxruntime"], {"batch": [1], "seq": [16]}
     doc["timing"] = {"warmup_s": 0, "warmup_iters": 1, "min_iters": 3, "min_duration_s": 0, "best_fp32": False}
@@ -243,6 +244,10 @@ def test_score_on_engine_scores_each_candidate_on_the_engine_it_ships_on(tiny_ch
     assert scored["where"] == "engine" and scored["engine"] == "onnxruntime" and scored["precision"] == "int8"
     evaluated = [t for t in recipe["trace"] if t["value"] is not None]
     assert scored["candidates"] == len(evaluated) >= 1
+    # accept: point decides on the point estimate, and the trace keeps the interval beside it.
+    assert all(t["rule"] == "point" and t["drop_ci_low"] <= t["drop"] <= t["drop_ci_high"] for t in evaluated)
+    assert all(t["passed"] == (t["drop"] <= t["allowed_drop"] + 1e-12) for t in evaluated)
+    assert recipe["selection_bound"]["headroom"] == 0.25
     # Each candidate was built on the engine under its own name before the cells' exports were.
     scored_files = [n for n in prepared if n.startswith("scored-")]
     assert scored_files == [f"scored-{i}.onnx" for i in range(1, len(evaluated) + 1)]
