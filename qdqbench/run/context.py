@@ -156,3 +156,14 @@ def torch_outputs(ctx: GroupContext, scheme: str, variant: Lazy) -> np.ndarray:
 def baseline_outputs(ctx: GroupContext) -> np.ndarray:
     """The fp32 model's torch outputs (what every verdict and fidelity figure compares with)."""
     return torch_outputs(ctx, ctx.suite.baseline_scheme, Lazy(lambda: Variant(ctx.data.model, {})))
+
+
+def engine_session(ctx: GroupContext, backend: Any, path: Path, request: Any) -> Any:
+    """``backend`` prepared on the ONNX file ``path`` with ``request`` (precision, options), the
+    suite's timed shapes and the group's threads: the one way a cell or ``recipe: auto`` builds an
+    engine to score on."""
+    from qdqbench.core.results import Shape
+
+    suite = ctx.suite
+    shapes = [Shape(batch=b, seq=q) for b in suite.shapes.batch for q in suite.shapes.seq]
+    return backend.prepare(path, request.precision, shapes, threads=ctx.threads, **request.options)

@@ -17,13 +17,14 @@ import numpy as np
 from qdqbench.config.suite import Cell, SchemeSpec
 from qdqbench.core.errors import QdqbenchError, one_line
 from qdqbench.core.files import save_atomic
-from qdqbench.core.results import Metric, Shape
+from qdqbench.core.results import Metric
 from qdqbench.run.context import (
     CellFailure,
     GroupContext,
     Lazy,
     baseline_outputs,
     cell_of,
+    engine_session,
     npz_readable,
     timing_settings,
     torch_outputs,
@@ -261,12 +262,7 @@ def engine_outputs(ctx: GroupContext, cell: Cell) -> tuple[np.ndarray, Any]:
     """The engine's outputs on the evaluation set, and its session (precision, facts)."""
     from qdqbench.tasks.evaluate import run_batches
 
-    backend = _engine(cell.backend)
-    suite = ctx.suite
-    shapes = [Shape(batch=b, seq=s) for b in suite.shapes.batch for s in suite.shapes.seq]
-    request = _request(ctx, cell)
-    session = backend.prepare(engine_artifact(ctx, cell), request.precision, shapes,
-                              threads=ctx.threads, **request.options)
+    session = engine_session(ctx, _engine(cell.backend), engine_artifact(ctx, cell), _request(ctx, cell))
     return run_batches(ctx.data.eval_inputs, ctx.eval_batch_size, session.predict, reduce=ctx.data.reduce), session
 
 

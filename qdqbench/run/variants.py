@@ -19,7 +19,7 @@ from qdqbench.config.suite import QATSpec, SchemeSpec
 from qdqbench.core.errors import QdqbenchError
 from qdqbench.core.files import save_atomic, write_json_atomic
 from qdqbench.core.memory import NOT_AVAILABLE, peak_rss_mb
-from qdqbench.run.context import GroupContext, Variant, baseline_outputs, threads, timing_settings
+from qdqbench.run.context import GroupContext, Variant, baseline_outputs, engine_session, threads, timing_settings
 
 
 def calibration_spec(scheme: SchemeSpec):
@@ -181,7 +181,7 @@ def qat(ctx: GroupContext, spec, model, checkpoint_dir: Path) -> dict[str, Any]:
 
 
 def selection_data(ctx: GroupContext, sname: str):
-    """(inputs, scorer, description) of the data ``recipe: auto`` chooses on for scheme ``sname``.
+    """(inputs, scorer, evaluation rows or None, description) of the data ``recipe: auto`` chooses on.
 
     ``dev-split``: the selection part of the evaluation set (``evaluation_split``; the verdict is
     taken on the test part). ``train``: examples held out of the training split.
@@ -190,13 +190,13 @@ def selection_data(ctx: GroupContext, sname: str):
     split = evaluation_split(ctx, sname)
     if split is not None:
         inputs, scorer, rows = ctx.data.eval_part(split.selection)
-        return inputs, scorer, {
-            "source": "dev-split", **split.describe(), "rows": rows,
+        return inputs, scorer, rows, {
+            "source": "dev-split", **split.describe(),
             "description": (f"{len(split.selection)} of {len(split.selection) + len(split.test)} evaluation examples "
                             f"(stable hash split, fraction {split.fraction:g}, seed {split.seed}); the verdict is "
                             f"taken on the other {len(split.test)}, which auto never saw")}
     inputs, labels = train_data(ctx, auto.selection.examples, ctx.suite.seed)
-    return inputs, ctx.data.training.scorer(labels), {
+    return inputs, ctx.data.training.scorer(labels), None, {
         "source": "train", "selection_examples": int(len(labels)),
         "description": f"{len(labels)} held-out training examples (the dev set only scores the choice)"}
 
@@ -210,12 +210,11 @@ def auto_recipe(ctx: GroupContext, sname: str, settings, batches, artifacts: Pat
 
     scheme = ctx.scheme(sname)
     data, auto, bs, acc = ctx.data, scheme.auto, ctx.eval_batch_size, ctx.suite.accuracy
-    selection, scorer, where = selection_data(ctx, sname)
+    selection, scorer, rows, where = selection_data(ctx, sname)
     metric = data.task.primary_metric
     # The trace's intervals are needed even where the suite's reports skip them (bootstrap: 0).
     resamples = acc.bootstrap or 1000
 
-    rows = where.pop("rows", None)
     if auto.score_on == "engine":
         target = target_engine(ctx.suite, auto)
         outputs = EngineOutputs(ctx, target, selection, artifacts / "auto")
@@ -303,7 +302,6 @@ class EngineOutputs:
     def __call__(self, model) -> np.ndarray:
         import torch
 
-        from qdqbench.core.results import Shape
         from qdqbench.engines import available_backend, engine_request
         from qdqbench.quant.export import export_onnx
         from qdqbench.tasks.evaluate import run_batches
@@ -312,13 +310,10 @@ class EngineOutputs:
         self.runs += 1
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"scored-{self.runs}.onnx"
-        request = engine_request(self.engine, "qdq")
-        shapes = [Shape(batch=b, seq=s) for b in ctx.suite.shapes.batch for s in ctx.suite.shapes.seq]
         _, sample = data.eval_inputs.batches(2)[0]
         try:
             export_onnx(model, path, {k: torch.from_numpy(v) for k, v in sample.items()}, output=data.output)
-            session = available_backend(self.engine).prepare(path, request.precision, shapes, threads=ctx.threads,
-                                                             **request.options)
+            session = engine_session(ctx, available_backend(self.engine), path, engine_request(self.engine, "qdq"))
             self.precision = session.precision
             return run_batches(self.inputs, ctx.eval_batch_size, session.predict, reduce=data.reduce)
         except QdqbenchError as exc:
